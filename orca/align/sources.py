@@ -1,0 +1,134 @@
+"""Source datasets for the align stage: labelled features of what the body was pretrained on.
+
+For a language body: text windows of ``seq_len`` tokens passed through the body's own
+input embeddings (word + position, as pretrained) and mean-pooled over real tokens, each
+with a label. Two text sources are built in:
+
+- ``conll2003``: CoNLL-2003 in its standard column format (``train.txt``: ``token POS chunk
+  NER`` a line, blank line between sentences), as ORCA uses. One sample per sentence; its
+  label is the sentence's most frequent entity type (PER, ORG, LOC, MISC), or O if it names
+  none: 5 classes.
+- ``pydoc-topics``: offline fallback from text every CPython ships (``pydoc_data.topics``):
+  consecutive 20-word chunks of the 10 longest help topics, labelled by topic: 10 classes.
+
+Features are cached on disk per (body, source, size, seed); see :func:`load_source`.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from orca.bodies import LoadedBody
+from orca.errors import ConfigError, DataNotFoundError
+from orca.registry import SOURCES
+from orca.tasks import fetch_archive
+
+log = logging.getLogger(__name__)
+CONLL_URL = "https://data.deepai.org/conll2003.zip"
+ENTITY_TYPES = ("O", "PER", "ORG", "LOC", "MISC")
+
+
+def read_conll(path: Path) -> list[tuple[list[str], list[str]]]:
+    """Sentences as (tokens, NER tags) from a CoNLL-2003 column file."""
+    sentences, tokens, tags = [], [], []
+    for line in path.read_text(encoding="utf-8").splitlines() + [""]:
+        parts = line.split()
+        if not parts or parts[0] == "-DOCSTART-":
+            if tokens:
+                sentences.append((tokens, tags))
+            tokens, tags = [], []
+            continue
+        tokens.append(parts[0])
+        tags.append(parts[-1])
+    return sentences
+
+
+def sentence_label(tags: list[str]) -> int:
+    """Index in ENTITY_TYPES of the most frequent entity type; 0 (O) when none."""
+    kinds = Counter(re.sub(r"^[BI]-", "", t) for t in tags if t != "O")
+    return ENTITY_TYPES.index(kinds.most_common(1)[0][0]) if kinds else 0
+
+
+@torch.no_grad()
+def embed_windows(loaded: LoadedBody, input_ids: torch.Tensor, mask: torch.Tensor,
+                  batch_size: int = 256) -> torch.Tensor:
+    """(n, T) token ids and (n, T) 0/1 mask -> (n, D) mean over real tokens of the body's
+    own input embeddings."""
+    out = []
+    for start in tqdm(range(0, len(input_ids), batch_size), desc="source features", leave=False):
+        ids, m = input_ids[start : start + batch_size], mask[start : start + batch_size].float()
+        emb = loaded.text_embeddings(ids)  # (b, T, D)
+        out.append((emb * m[..., None]).sum(1) / m.sum(1, keepdim=True))
+    return torch.cat(out)
+
+
+def _tokenize(loaded: LoadedBody, texts: list[str], seq_len: int):
+    """Token ids and attention mask, each (n, seq_len): truncated or padded to seq_len."""
+    return loaded.tokenizer(texts, padding="max_length", truncation=True, max_length=seq_len, return_tensors="pt")
+
+
+def _require_text_body(loaded: LoadedBody, source: str) -> None:
+    if loaded.tokenizer is None or loaded.text_embeddings is None:
+        raise ConfigError(f"source {source!r} needs a language body with a tokenizer; {loaded.key!r} has none")
+
+
+@SOURCES.register("conll2003")
+def conll2003(loaded: LoadedBody, num_samples: int, seq_len: int, root: str | None, seed: int, download: bool = True):
+    _require_text_body(loaded, "conll2003")
+    if root is None:
+        raise ConfigError("source conll2003 needs its folder: align.source_root=PATH (holding train.txt)")
+    folder = Path(root).expanduser()
+    fetch_archive(CONLL_URL, folder, "train.txt", download=download)
+    sentences = read_conll(folder / "train.txt")
+    rng = np.random.default_rng(seed)
+    chosen = [sentences[i] for i in np.sort(rng.permutation(len(sentences))[:num_samples])]
+    enc = _tokenize(loaded, [" ".join(toks) for toks, _ in chosen], seq_len)
+    labels = torch.tensor([sentence_label(tags) for _, tags in chosen])
+    feats = embed_windows(loaded, enc["input_ids"], enc["attention_mask"])
+    return feats, labels, f"conll2003 from {folder / 'train.txt'}: {len(chosen)} sentences, {seq_len} tokens"
+
+
+@SOURCES.register("pydoc-topics")
+def pydoc_topics(loaded: LoadedBody, num_samples: int, seq_len: int, root: str | None, seed: int, download: bool = True):
+    from pydoc_data.topics import topics
+
+    _require_text_body(loaded, "pydoc-topics")
+    longest = sorted(topics, key=lambda k: len(topics[k]), reverse=True)[:10]
+    texts, labels = [], []
+    for label, topic in enumerate(longest):  # chunks of 20 words, about seq_len word pieces
+        words = topics[topic].split()
+        for start in range(0, len(words) - 19, 20):
+            texts.append(" ".join(words[start : start + 20]))
+            labels.append(label)
+    keep = np.sort(np.random.default_rng(seed).permutation(len(texts))[:num_samples])
+    enc = _tokenize(loaded, [texts[i] for i in keep], seq_len)
+    feats = embed_windows(loaded, enc["input_ids"], enc["attention_mask"])
+    return (feats, torch.tensor([labels[i] for i in keep]),
+            f"pydoc-topics (offline fallback, Python's help text): {len(keep)} windows of {seq_len} tokens, "
+            f"{len(longest)} topics")
+
+
+def load_source(name: str, loaded: LoadedBody, num_samples: int, seq_len: int, root: str | None,
+                seed: int, cache_dir: str | Path, download: bool = True):
+    """(features (n, D) float32, labels (n,) int64, description), cached on disk per
+    (body, source, root, size, seed)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{loaded.key}__{name}__{root or ''}__{num_samples}x{seq_len}_s{seed}")
+    path = Path(cache_dir).expanduser() / "sources" / f"{safe}.pt"
+    if path.exists():
+        cached = torch.load(path, weights_only=True)
+        log.info("source features from cache %s", path)
+        return cached["features"], cached["labels"], cached["description"] + " (cached)"
+    feats, labels, description = SOURCES.get(name)(loaded, num_samples, seq_len, root, seed, download=download)
+    if len(torch.unique(labels)) < 2:
+        raise DataNotFoundError(f"source {name!r} gave fewer than 2 classes ({description})")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"features": feats.float(), "labels": labels.long(), "description": description}, tmp)
+    tmp.replace(path)
+    return feats.float(), labels.long(), description

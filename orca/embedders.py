@@ -1,0 +1,134 @@
+"""Embedders: raw task input (B, *input_shape) -> token sequence (B, N, D) for the body.
+
+Every embedder is built by ``EMBEDDERS.get(name)(input_shape, body, **options)``, checks
+the input shape it is given before any training starts, and adds learned position
+embeddings initialised from the body's own table.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from orca.bodies import Body
+from orca.errors import ConfigError
+from orca.registry import EMBEDDERS
+
+
+def smallest_stride(length: int, target_len: int) -> int:
+    """Smallest s dividing `length` with length / s <= target_len (ORCA's 1D rule)."""
+    for s in range(1, length + 1):
+        if length % s == 0 and length // s <= target_len:
+            return s
+    raise AssertionError("unreachable: s = length always qualifies")
+
+
+def smallest_patch(height: int, width: int, target_len: int) -> int:
+    """Smallest p dividing both sides with (H/p)(W/p) <= target_len."""
+    for p in range(1, math.gcd(height, width) + 1):
+        if height % p == 0 and width % p == 0 and (height // p) * (width // p) <= target_len:
+            return p
+    raise ConfigError(
+        f"no square patch divides a {height}x{width} input into at most {target_len} tokens; "
+        "raise embedder.target_len or resize the input"
+    )
+
+
+def check_input_shape(embedder: str, input_shape, ndims: tuple[int, ...], example: str) -> tuple[int, ...]:
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) not in ndims:
+        raise ConfigError(
+            f"embedder {embedder!r} takes inputs shaped {example} per sample, but the task gives "
+            f"{shape}; choose an embedder for {len(shape)}-D samples (e.g. embedder.name=conv1d for "
+            "(C, L), patch2d for (C, H, W))"
+        )
+    return shape
+
+
+class Embedder(nn.Module):
+    """Base: holds the position table (N, D), copied from the body."""
+
+    def __init__(self, body: Body, num_tokens: int):
+        super().__init__()
+        if num_tokens > body.max_positions:
+            raise ConfigError(
+                f"the embedder makes {num_tokens} tokens but the body has {body.max_positions} positions; "
+                "lower embedder.target_len"
+            )
+        self.num_tokens = num_tokens
+        self.position_embeddings = nn.Parameter(body.position_embeddings[:num_tokens].clone())
+
+
+@EMBEDDERS.register("conv1d")
+class Conv1dEmbedder(Embedder):
+    """ORCA's 1D embedder: (B, C, L) -> Conv1d(C, D, s, stride s) -> LayerNorm -> + positions.
+
+    s is the smallest stride dividing L with L / s <= target_len (ECG 1000 -> 50 tokens
+    with target 64, DeepSEA 1000 -> 500 with 512, Satellite 46 -> 46).
+    """
+
+    def __init__(self, input_shape, body: Body, target_len: int = 512):
+        channels, length = check_input_shape("conv1d", input_shape, (2,), "(C, L)")
+        stride = smallest_stride(length, target_len)
+        super().__init__(body, length // stride)
+        self.conv = nn.Conv1d(channels, body.hidden_size, kernel_size=stride, stride=stride)
+        self.norm = nn.LayerNorm(body.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.conv(x).transpose(1, 2)  # (B, N, D)
+        return self.norm(tokens) + self.position_embeddings
+
+
+@EMBEDDERS.register("patch2d")
+class Patch2dEmbedder(Embedder):
+    """An image as a token sequence for a language body: (B, C, H, W) -> p x p patches ->
+    Conv2d(C, D, p, stride p) -> (B, HW/p^2, D) -> LayerNorm -> + positions.
+
+    p is `patch_size`, or else the smallest patch giving at most target_len tokens.
+    """
+
+    def __init__(self, input_shape, body: Body, target_len: int = 64, patch_size: int | None = None):
+        channels, height, width = check_input_shape("patch2d", input_shape, (3,), "(C, H, W)")
+        p = patch_size or smallest_patch(height, width, target_len)
+        if height % p or width % p:
+            raise ConfigError(f"patch size {p} does not divide the {height}x{width} input")
+        super().__init__(body, (height // p) * (width // p))
+        self.conv = nn.Conv2d(channels, body.hidden_size, kernel_size=p, stride=p)
+        self.norm = nn.LayerNorm(body.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.conv(x).flatten(2).transpose(1, 2)  # (B, N, D)
+        return self.norm(tokens) + self.position_embeddings
+
+
+@EMBEDDERS.register("linear_patch")
+class LinearPatchEmbedder(Embedder):
+    """FPT's input layer: non-overlapping patches of a (C, L) or (C, H, W) sample, each
+    flattened and mapped by one nn.Linear to D, plus positions (no LayerNorm)."""
+
+    def __init__(self, input_shape, body: Body, target_len: int = 64, patch_size: int | None = None):
+        shape = check_input_shape("linear_patch", input_shape, (2, 3), "(C, L) or (C, H, W)")
+        if len(shape) == 2:
+            p = patch_size or smallest_stride(shape[1], target_len)
+            grid = (shape[1] // p,)
+        else:
+            p = patch_size or smallest_patch(shape[1], shape[2], target_len)
+            grid = (shape[1] // p, shape[2] // p)
+        if any(side % p for side in shape[1:]):
+            raise ConfigError(f"patch size {p} does not divide the input {shape}")
+        super().__init__(body, math.prod(grid))
+        self.patch, self.ndim = p, len(grid)
+        self.linear = nn.Linear(shape[0] * p ** len(grid), body.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.patch
+        if self.ndim == 1:  # (B, C, L) -> (B, L/p, C*p)
+            patches = x.unfold(2, p, p).permute(0, 2, 1, 3).flatten(2)
+        else:  # (B, C, H, W) -> (B, H/p * W/p, C*p*p)
+            patches = x.unfold(2, p, p).unfold(3, p, p).permute(0, 2, 3, 1, 4, 5).flatten(3).flatten(1, 2)
+        return self.linear(patches) + self.position_embeddings
+
+
+def create_embedder(name: str, input_shape, body: Body, **options) -> Embedder:
+    return EMBEDDERS.get(name)(input_shape, body, **options)

@@ -1,0 +1,29 @@
+"""The task model: embedder -> body -> head."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from orca.bodies import Body
+
+
+class OrcaModel(nn.Module):
+    def __init__(self, embedder: nn.Module, body: Body, head: nn.Module):
+        super().__init__()
+        self.embedder, self.body, self.head = embedder, body, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(self.embedder(x)))  # (B, *input) -> (B, N, D) -> (B, N, D) -> out
+
+    def set_trainable(self, mode: str) -> None:
+        """"all": everything trains. "fpt": embedder (input layer, positions), the body's
+        layer norms and the head train; attention and MLP weights stay frozen."""
+        self.requires_grad_(True)
+        if mode == "fpt":
+            self.body.requires_grad_(False)
+            for p in self.body.layer_norm_parameters():
+                p.requires_grad_(True)
+
+    def parameter_counts(self) -> dict[str, int]:
+        return {"total": sum(p.numel() for p in self.parameters()),
+                "trainable": sum(p.numel() for p in self.parameters() if p.requires_grad)}

@@ -1,0 +1,180 @@
+"""train(cfg): the three ORCA stages for one (task, body, method, seed), with its record.
+
+1. embed: build embedder (task input -> tokens), body and head;
+2. align: train the embedder alone to minimise a dataset distance to the source data;
+3. refine: fine-tune on the task, select on validation, test the selected weights once.
+
+Each finished stage leaves a checkpoint in ``<run>/checkpoints``; a run restarted in the
+same folder skips the stages that finished. A folder that holds a finished run's
+``results.json`` is refused, so nothing is overwritten.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, TensorDataset
+
+from orca.align.sources import load_source
+from orca.bodies import load_body
+from orca.embedders import create_embedder
+from orca.errors import RunExistsError
+from orca.heads import create_head
+from orca.methods import MethodConfig
+from orca.model import OrcaModel
+from orca.record import RECORD_NAME, StageTimer, package_versions, peak_rss_mb, summary, write_record
+from orca.registry import DISTANCES
+from orca.stages import AlignStage, ClassBatchSampler, FinetuneStage
+from orca.tasks import Task, create_task
+
+log = logging.getLogger(__name__)
+
+
+def _options(node: DictConfig, drop: tuple[str, ...] = ("name",)) -> dict:
+    return {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in drop}
+
+
+def _trainer(cfg: DictConfig, run_dir: Path, stage: str, **kwargs) -> L.Trainer:
+    return L.Trainer(logger=CSVLogger(run_dir, name="logs", version=stage), num_sanity_val_steps=0,
+                     enable_model_summary=False, **_options(cfg.trainer, drop=()), **kwargs)
+
+
+def _subset(n: int, size: int, seed: int = 0) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: min(n, size)]
+
+
+@torch.no_grad()
+def _pooled_features(embedder: torch.nn.Module, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    """(n, *input) -> (n, D) embedded tokens, mean-pooled."""
+    return torch.cat([embedder(x[i : i + batch]).mean(1) for i in range(0, len(x), batch)])
+
+
+def run_align(cfg: DictConfig, task: Task, train: TensorDataset, loaded, embedder, run_dir: Path,
+              timer: StageTimer) -> dict:
+    """Stage 2. Returns the align record: distance, value before and after, source."""
+    a = cfg.align
+    ckpt = run_dir / "checkpoints" / "align.pt"
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=True)
+        embedder.load_state_dict(state["embedder"])
+        log.info("align stage already done (%s): skipped", ckpt)
+        return state["record"]
+    source = a.source if a.source != "auto" else ("conll2003" if a.source_root else "pydoc-topics")
+    with timer.stage("source"):
+        xs, ys, description = load_source(source, loaded, a.source_samples, a.seq_len, a.source_root,
+                                          seed=0, cache_dir=cfg.paths.cache_dir, download=cfg.data.download)
+    log.info("align source: %s", description)
+
+    x, y = train.tensors
+    labels = task.align_labels(y)
+    options = _options(a.options, drop=())
+    distance = DISTANCES.get(a.distance)(xs, ys, **options)
+    # The reported distance: a fixed subset of target and source, identical before and after.
+    t_idx, s_idx = _subset(len(x), a.eval_samples), _subset(len(xs), a.eval_source_samples)
+    evaluator = DISTANCES.get(a.distance)(xs[s_idx], ys[s_idx], **options)
+
+    def measure() -> float:
+        return float(evaluator(_pooled_features(embedder, x[t_idx]).double(), labels[t_idx]))
+
+    with timer.stage("align"):
+        before = measure()
+        log.info("%s before alignment: %.4g", a.distance, before)
+        weights = torch.bincount(labels).float() / len(labels)
+        module = AlignStage(embedder, distance, weights, lr=a.lr, milestones=a.milestones, gamma=a.gamma)
+        loader = DataLoader(TensorDataset(x, labels),
+                            batch_sampler=ClassBatchSampler(labels, a.per_class, a.steps, seed=cfg.seed))
+        _trainer(cfg, run_dir, "align", max_steps=a.steps, enable_checkpointing=False).fit(module, loader)
+        after = measure()
+        log.info("%s after alignment: %.4g", a.distance, after)
+    record = {"distance": a.distance, "before": before, "after": after, "source": description,
+              "eval_samples": len(t_idx), "eval_source_samples": len(s_idx)}
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"embedder": embedder.state_dict(), "record": record}, ckpt)
+    return record
+
+
+def run_finetune(cfg: DictConfig, task: Task, splits, model: OrcaModel, run_dir: Path, timer: StageTimer):
+    """Stage 3. Returns (val metrics of the selected weights, test metrics)."""
+    f = cfg.finetune
+    gen = torch.Generator().manual_seed(cfg.seed)
+    train = DataLoader(splits.train, batch_size=f.batch_size, shuffle=True, generator=gen)
+    val = DataLoader(splits.val, batch_size=f.eval_batch_size)
+    test = DataLoader(splits.test, batch_size=f.eval_batch_size)
+    module = FinetuneStage(model, task, optimizer=f.optimizer, warmup_frac=f.warmup_frac)
+    ckpt_dir = run_dir / "checkpoints" / "finetune"
+    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best-{step}", monitor="val/error", mode="min",
+                           save_top_k=1, save_last=True)
+    trainer = _trainer(
+        cfg, run_dir, "finetune", callbacks=[best], max_steps=f.max_steps, max_epochs=f.max_epochs,
+        val_check_interval=f.val_check_interval, check_val_every_n_epoch=f.check_val_every_n_epoch,
+        accumulate_grad_batches=f.accumulate_grad_batches, gradient_clip_val=f.gradient_clip_val,
+    )
+    last = ckpt_dir / "last.ckpt"
+    with timer.stage("finetune"):
+        trainer.fit(module, train, val, ckpt_path=last if last.exists() else None)
+    if not best.best_model_path:
+        raise RuntimeError("no validation ran during fine-tuning: make finetune.val_check_interval <= max_steps")
+    with timer.stage("test"):
+        val_metrics = trainer.validate(module, val, ckpt_path=best.best_model_path, verbose=False)[0]
+        test_metrics = trainer.test(module, test, ckpt_path=best.best_model_path, verbose=False)[0]
+    strip = lambda d, p: {k.removeprefix(p): float(v) for k, v in d.items()}  # noqa: E731
+    return strip(val_metrics, "val/"), strip(test_metrics, "test/"), best.best_model_path
+
+
+def train(cfg: DictConfig) -> dict:
+    """Run one experiment end to end; returns its record (also written to results.json)."""
+    run_dir = Path(cfg.paths.run_dir)
+    if (run_dir / RECORD_NAME).exists():
+        raise RunExistsError(f"{run_dir / RECORD_NAME} exists: that run is finished and is not overwritten; "
+                             "choose another hydra.run.dir or remove the folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path = run_dir / "config.yaml"
+    if not config_path.exists():
+        config_path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    timer = StageTimer()
+    method = MethodConfig(**_options(cfg.method, drop=()))
+
+    with timer.stage("data"):
+        task = create_task(cfg.task.name, **_options(cfg.task))
+        splits = task.load(cfg.data.root, download=cfg.data.download,
+                           max_samples=_options(cfg.data.max_samples, drop=()), seed=cfg.data.subset_seed)
+    log.info("task %s: %s samples (train/val/test), input %s", task.name, splits.sizes(), task.input_shape)
+
+    with timer.stage("embed"):  # stage 1: build embedder, body, head
+        loaded = load_body(cfg.body.name, cfg.body.path, pretrained=method.pretrained)
+        embedder = create_embedder(method.embedder or cfg.embedder.name, task.input_shape, loaded.body,
+                                   **_options(cfg.embedder))
+        head_options = _options(cfg.head)
+        if method.head_pool:
+            head_options["pool"] = method.head_pool
+        head = create_head(cfg.head.name, loaded.body.hidden_size, task.num_outputs, **head_options)
+        model = OrcaModel(embedder, loaded.body, head)
+        with torch.no_grad():  # shape check on real data before any training
+            model(splits.train.tensors[0][:2])
+
+    align_record = None
+    if method.align and cfg.align.distance != "none":
+        align_record = run_align(cfg, task, splits.train, loaded, embedder, run_dir, timer)
+
+    model.set_trainable(method.trainable)
+    val_metrics, test_metrics, best_path = run_finetune(cfg, task, splits, model, run_dir, timer)
+    record = {
+        "task": task.name, "method": method.name, "body": cfg.body.name, "seed": int(cfg.seed),
+        "metrics": {"val": val_metrics, "test": test_metrics},
+        "error_name": task.error_name, "paper": task.paper,
+        "align": align_record,
+        "time_s": timer.totals(), "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_rss_mb_by_stage": timer.peak_rss_mb,
+        "data_sizes": splits.sizes(), "params": model.parameter_counts(),
+        "checkpoint": str(best_path), "versions": package_versions(),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    write_record(run_dir, record)
+    print("\n" + summary(record))
+    return record

@@ -1,0 +1,131 @@
+"""Lightning modules for stage 2 (align the embedder) and stage 3 (refine everything).
+
+Each stage gets its own Trainer (see orca/pipeline.py).
+"""
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+from orca.errors import ConfigError, NonFiniteLossError
+from orca.tasks import Task
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+
+
+def check_finite(loss: torch.Tensor, stage: str, step: int) -> None:
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(
+            f"non-finite loss ({loss.item()}) in stage {stage!r} at step {step}; lower the learning rate "
+            "or check the inputs for NaN/inf"
+        )
+
+
+class ClassBatchSampler(Sampler[list[int]]):
+    """Each step draws up to `per_class` random indices of every class (seeded)."""
+
+    def __init__(self, labels: torch.Tensor, per_class: int, steps: int, seed: int):
+        self.by_class = [np.flatnonzero(labels.numpy() == c) for c in torch.unique(labels).tolist()]
+        self.per_class, self.steps, self.seed = per_class, steps, seed
+
+    def __iter__(self):
+        rng = np.random.default_rng(self.seed)
+        for _ in range(self.steps):
+            yield np.concatenate([rng.permutation(idx)[: self.per_class] for idx in self.by_class]).tolist()
+
+    def __len__(self) -> int:
+        return self.steps
+
+
+class AlignStage(L.LightningModule):
+    """Trains only the embedder to bring mean-pooled embedded target data (with labels)
+    close to the source data under `distance`: per step, one distance per target class on
+    its sampled points, weighted by the class's frequency in the training split."""
+
+    def __init__(self, embedder: torch.nn.Module, distance, class_weights: torch.Tensor,
+                 lr: float, milestones: list[int], gamma: float = 0.2):
+        super().__init__()
+        self.embedder, self.distance = embedder, distance
+        self.class_weights = class_weights  # (C,) sums to 1
+        self.lr, self.milestones, self.gamma = lr, list(milestones), gamma
+
+    def training_step(self, batch, _):
+        x, y = batch
+        feats = self.embedder(x).mean(1)  # (B, D)
+        loss = sum(self.class_weights[c] * self.distance.loss(feats[y == c], y[y == c])
+                   for c in torch.unique(y).tolist())
+        check_finite(loss, "align", self.global_step)
+        self.log("align/loss", loss, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self):
+        opt = torch.optim.Adam(self.embedder.parameters(), lr=self.lr)
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, self.milestones, self.gamma)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def build_optimizer(params, name: str, lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
+                    betas=(0.9, 0.98)) -> torch.optim.Optimizer:
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas))
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas))
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=momentum)
+    raise ConfigError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+
+
+class FinetuneStage(L.LightningModule):
+    """Trains the model on the task loss; validation and test metrics over whole splits,
+    logged as ``val/<metric>`` and ``test/<metric>`` plus ``val/error`` (the paper's number)."""
+
+    def __init__(self, model: torch.nn.Module, task: Task, optimizer: dict, warmup_frac: float):
+        super().__init__()
+        self.model, self.task = model, task
+        self.optimizer_options, self.warmup_frac = dict(optimizer), warmup_frac
+        self.val_metrics = task.metrics().clone(prefix="val/")
+        self.test_metrics = task.metrics().clone(prefix="test/")
+
+    def forward(self, x):
+        return self.model(x)
+
+    def training_step(self, batch, _):
+        x, y = batch
+        loss = self.task.loss(self.model(x), y)
+        check_finite(loss, "finetune", self.global_step)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, _):
+        self.val_metrics.update(self.model(batch[0]), batch[1])
+
+    def test_step(self, batch, _):
+        self.test_metrics.update(self.model(batch[0]), batch[1])
+
+    def _log_split(self, metrics, prefix: str) -> None:
+        values = {k.removeprefix(prefix): float(v) for k, v in metrics.compute().items()}
+        metrics.reset()
+        values["error"] = self.task.error(values)
+        self.log_dict({f"{prefix}{k}": v for k, v in values.items()}, prog_bar=prefix == "val/")
+
+    def on_validation_epoch_end(self):
+        self._log_split(self.val_metrics, "val/")
+
+    def on_test_epoch_end(self):
+        self._log_split(self.test_metrics, "test/")
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = build_optimizer(params, **self.optimizer_options)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(self.warmup_frac * total)
+
+        def linear_warmup_decay(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return max(0.0, (total - step) / max(1, total - warmup))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_warmup_decay)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

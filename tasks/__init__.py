@@ -1,0 +1,2 @@
+"""Task modules: importing this package registers every built-in task."""
+from tasks import digits, ecg  # noqa: F401

@@ -1,0 +1,83 @@
+"""ECG: PhysioNet/Computing in Cardiology Challenge 2017, single-lead AF classification.
+
+Files as published (``training2017/``): ``AXXXXX.mat`` (MATLAB v4, variable ``val``, int16,
+shape (1, T), 300 Hz), ``AXXXXX.hea`` (WFDB header), ``REFERENCE.csv`` (``record,label``).
+Preprocessing as NAS-Bench-360: z-score each recording, cut windows of 1,000 samples with
+stride 500, labels N, A, O, ~ -> 0..3. Recordings, not windows, are split into train /
+validation / test (stratified by label, fixed seed), so no recording feeds two splits.
+Metric: macro-F1 over the whole split; the paper's number is 1 - F1.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+from tqdm import tqdm
+
+from orca.errors import DataNotFoundError
+from orca.registry import TASKS
+from orca.tasks import Task, fetch_archive, stratified_split
+
+URL = "https://physionet.org/files/challenge-2017/1.0.0/training2017.zip"
+LABELS = ("N", "A", "O", "~")
+
+
+def read_reference(folder: Path) -> list[tuple[str, int]]:
+    """(record, label index) pairs from REFERENCE.csv (a header line, if any, is skipped)."""
+    pairs = []
+    with open(folder / "REFERENCE.csv", newline="") as f:
+        for row in csv.reader(f):
+            if len(row) >= 2 and row[1].strip() in LABELS:
+                pairs.append((row[0].strip(), LABELS.index(row[1].strip())))
+    if not pairs:
+        raise DataNotFoundError(f"{folder / 'REFERENCE.csv'} holds no `record,label` rows with labels {LABELS}")
+    return pairs
+
+
+def windows(signal: np.ndarray, length: int, stride: int) -> np.ndarray:
+    """(T,) -> (n, length) windows of the z-scored signal; a short recording is zero-padded."""
+    signal = (signal - signal.mean()) / (signal.std() + 1e-8)
+    if len(signal) < length:
+        signal = np.pad(signal, (0, length - len(signal)))
+    starts = range(0, len(signal) - length + 1, stride)
+    return np.stack([signal[s : s + length] for s in starts])
+
+
+@TASKS.register("ecg")
+class ECG(Task):
+    name = "ecg"
+    input_shape = (1, 1000)
+    num_outputs = 4
+    error_name = "1 - macro-F1"
+    paper = {"Hand-designed": 0.28, "NAS-Bench-360": 0.34, "DASH": 0.32, "Perceiver IO": 0.66,
+             "FPT": 0.50, "ORCA": 0.28}
+
+    def __init__(self, window: int = 1000, stride: int = 500, val_frac: float = 0.1,
+                 test_frac: float = 0.2, split_seed: int = 0):
+        self.window, self.stride = window, stride
+        self.fractions = {"train": 1 - val_frac - test_frac, "val": val_frac, "test": test_frac}
+        self.split_seed = split_seed
+
+    def load_arrays(self, root: Path, download: bool):
+        folder = root / "training2017"
+        fetch_archive(URL, root, "training2017/REFERENCE.csv", download=download)
+        records = read_reference(folder)
+        labels = np.array([label for _, label in records])
+        out = {}
+        for split, idx in stratified_split(labels, self.fractions, self.split_seed).items():
+            xs, ys = [], []
+            for i in tqdm(idx, desc=f"ecg {split}", leave=False):
+                name, label = records[i]
+                mat = folder / f"{name}.mat"
+                if not mat.exists():
+                    raise DataNotFoundError(f"{mat} is listed in REFERENCE.csv but missing; re-download from {URL}")
+                w = windows(scipy.io.loadmat(mat)["val"][0].astype(np.float32), self.window, self.stride)
+                xs.append(w)
+                ys.append(np.full(len(w), label))
+            out[split] = (np.concatenate(xs)[:, None, :], np.concatenate(ys))
+        return out
+
+    def error(self, metrics):
+        return 1.0 - metrics["f1_macro"]
