@@ -113,7 +113,7 @@ def load_hf_body(name_or_path: str, pretrained: bool = True, key: str | None = N
         config = AutoConfig.from_pretrained(name_or_path)
         model = AutoModel.from_pretrained(name_or_path) if pretrained else AutoModel.from_config(config)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # missing files, offline hub, malformed repo id
         hint = (
             "it is not a local folder and could not be fetched from the Hugging Face hub "
             "(offline, or no such model)" if offline else "the folder is not a complete Hugging Face model"

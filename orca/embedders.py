@@ -64,13 +64,15 @@ class Embedder(nn.Module):
 class Conv1dEmbedder(Embedder):
     """ORCA's 1D embedder: (B, C, L) -> Conv1d(C, D, s, stride s) -> LayerNorm -> + positions.
 
-    s is the smallest stride dividing L with L / s <= target_len (ECG 1000 -> 50 tokens
-    with target 64, DeepSEA 1000 -> 500 with 512, Satellite 46 -> 46).
+    s is `patch_size`, or else the smallest stride dividing L with L / s <= target_len (ECG
+    1000 -> 50 tokens with target 64, DeepSEA 1000 -> 500 with 512, Satellite 46 -> 46).
     """
 
-    def __init__(self, input_shape, body: Body, target_len: int = 512):
+    def __init__(self, input_shape, body: Body, target_len: int = 512, patch_size: int | None = None):
         channels, length = check_input_shape("conv1d", input_shape, (2,), "(C, L)")
-        stride = smallest_stride(length, target_len)
+        stride = patch_size or smallest_stride(length, target_len)
+        if length % stride:
+            raise ConfigError(f"stride {stride} does not divide the input length {length}")
         super().__init__(body, length // stride)
         self.conv = nn.Conv1d(channels, body.hidden_size, kernel_size=stride, stride=stride)
         self.norm = nn.LayerNorm(body.hidden_size)

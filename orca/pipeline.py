@@ -10,6 +10,7 @@ same folder skips the stages that finished. A folder that holds a finished run's
 """
 from __future__ import annotations
 
+import importlib
 import logging
 from pathlib import Path
 
@@ -84,6 +85,7 @@ def run_align(cfg: DictConfig, task: Task, train: TensorDataset, loaded, embedde
     with timer.stage("align"):
         before = measure()
         log.info("%s before alignment: %.4g", a.distance, before)
+        embedder.train()
         weights = torch.bincount(labels).float() / len(labels)
         module = AlignStage(embedder, distance, weights, lr=a.lr, milestones=a.milestones, gamma=a.gamma)
         loader = DataLoader(TensorDataset(x, labels),
@@ -136,6 +138,8 @@ def train(cfg: DictConfig) -> dict:
     config_path = run_dir / "config.yaml"
     if not config_path.exists():
         config_path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    for module in cfg.get("plugins") or []:  # the user's own components register on import
+        importlib.import_module(module)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     timer = StageTimer()
     method = MethodConfig(**_options(cfg.method, drop=()))
@@ -162,6 +166,7 @@ def train(cfg: DictConfig) -> dict:
     if method.align and cfg.align.distance != "none":
         align_record = run_align(cfg, task, splits.train, loaded, embedder, run_dir, timer)
 
+    model.train()  # Hugging Face loads bodies in eval mode
     model.set_trainable(method.trainable)
     val_metrics, test_metrics, best_path = run_finetune(cfg, task, splits, model, run_dir, timer)
     record = {

@@ -1,0 +1,117 @@
+"""The three stages end to end on a tiny random body and tiny data, through train(cfg)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from orca.align.sources import load_source, read_conll, sentence_label
+from orca.bodies import load_body
+from orca.errors import NonFiniteLossError, RunExistsError
+from orca.pipeline import train
+from orca.registry import TASKS
+from tasks.digits import Digits
+from conftest import write_conll
+
+TINY = ("body=tiny-random", "budget=smoke")
+
+
+def test_orca_three_stages_on_ecg(make_cfg, ecg_root, tmp_path):
+    cfg = make_cfg("task=ecg", f"data.root={ecg_root}", "data.download=false", *TINY)
+    record = train(cfg)
+    run = tmp_path / "run"
+    on_disk = json.loads((run / "results.json").read_text())
+    assert on_disk["task"] == "ecg" and on_disk["method"] == "orca" and on_disk["seed"] == 0
+    test = on_disk["metrics"]["test"]
+    assert test["error"] == pytest.approx(1 - test["f1_macro"])
+    assert 0 <= on_disk["metrics"]["val"]["error"] <= 1
+    align = on_disk["align"]
+    assert align["distance"] == "otdd" and np.isfinite(align["before"]) and np.isfinite(align["after"])
+    assert "pydoc-topics" in align["source"]
+    assert {"data", "embed", "source", "align", "finetune", "test", "total"} <= set(on_disk["time_s"])
+    assert on_disk["peak_rss_mb"] > 0 and on_disk["config"]["task"]["name"] == "ecg"
+    assert (run / "checkpoints" / "align.pt").exists()
+    assert record["metrics"] == on_disk["metrics"]
+
+
+def test_alignment_lowers_the_distance(make_cfg):
+    """With a few more steps the align stage must move the embedded digits towards the text."""
+    cfg = make_cfg("task=digits", *TINY, "align.steps=15", "align.lr=1e-2", "align.milestones=[100]",
+                   "finetune.max_steps=1", "finetune.val_check_interval=1")
+    align = train(cfg)["align"]
+    assert align["after"] < align["before"]
+
+
+def test_finished_run_is_not_overwritten_and_stages_resume(make_cfg, tmp_path):
+    cfg = make_cfg("task=digits", *TINY)
+    first = train(cfg)
+    results = tmp_path / "run" / "results.json"
+    before = results.read_text()
+    with pytest.raises(RunExistsError, match="not overwritten"):
+        train(cfg)
+    assert results.read_text() == before
+    # An interrupted run (no results.json) resumes: the finished align stage is not redone.
+    results.unlink()
+    align_ckpt = tmp_path / "run" / "checkpoints" / "align.pt"
+    mtime = align_ckpt.stat().st_mtime_ns
+    second = train(cfg)
+    assert align_ckpt.stat().st_mtime_ns == mtime
+    assert second["align"] == first["align"]
+
+
+@pytest.mark.parametrize("method", ["fpt", "scratch", "finetune"])
+def test_baseline_methods(make_cfg, method):
+    record = train(make_cfg("task=digits", f"method={method}", *TINY))
+    assert record["method"] == method and record["align"] is None
+    params = record["params"]
+    if method == "fpt":
+        assert params["trainable"] < params["total"]
+    else:
+        assert params["trainable"] == params["total"]
+
+
+def test_fpt_freezes_attention_and_mlp_but_trains_layer_norms(make_cfg):
+    record = train(make_cfg("task=digits", "method=fpt", *TINY, "finetune.optimizer.lr=1e-2"))
+    state = torch.load(record["checkpoint"], weights_only=True)["state_dict"]
+    initial = load_body("tiny-random").body.model.state_dict()
+    layer = "model.body.model.encoder.layer.0."
+    assert torch.equal(state[layer + "attention.self.query.weight"], initial["encoder.layer.0.attention.self.query.weight"])
+    assert torch.equal(state[layer + "intermediate.dense.weight"], initial["encoder.layer.0.intermediate.dense.weight"])
+    assert not torch.equal(state[layer + "output.LayerNorm.weight"], initial["encoder.layer.0.output.LayerNorm.weight"])
+
+
+class NaNDigits(Digits):
+    """Digits with NaN inputs: training must stop with a message, not run on."""
+
+    name = "nan-digits"
+
+    def load_arrays(self, root, download):
+        arrays = super().load_arrays(root, download)
+        x, y = arrays["train"]
+        arrays["train"] = (np.full_like(x, np.nan), y)
+        return arrays
+
+
+TASKS.register("nan-digits")(NaNDigits)
+
+
+def test_non_finite_loss_names_stage_and_step(make_cfg):
+    cfg = make_cfg("task=digits", "task.name=nan-digits", "method=finetune", *TINY)
+    with pytest.raises(NonFiniteLossError, match="stage 'finetune' at step 0"):
+        train(cfg)
+
+
+def test_conll_reader_and_labels(tmp_path):
+    sentences = read_conll(write_conll(tmp_path / "conll") / "train.txt")
+    assert len(sentences) == 24 and sentences[1][0] == ["Peter", "Blackburn"]
+    assert [sentence_label(tags) for _, tags in sentences[:4]] == [2, 1, 3, 0]  # ORG (tie: first), PER, LOC, O
+
+
+def test_source_features_are_cached_per_body_and_source(tmp_path):
+    loaded = load_body("tiny-random")
+    root = str(write_conll(tmp_path / "conll"))
+    feats, labels, desc = load_source("conll2003", loaded, 16, 32, root, seed=0, cache_dir=tmp_path / "cache")
+    assert feats.shape == (16, loaded.body.hidden_size) and "conll2003" in desc
+    again, labels_again, desc_again = load_source("conll2003", loaded, 16, 32, root, seed=0, cache_dir=tmp_path / "cache")
+    assert desc_again.endswith("(cached)") and torch.equal(feats, again) and torch.equal(labels, labels_again)
+    assert len(list((tmp_path / "cache" / "sources").iterdir())) == 1
