@@ -1,0 +1,2 @@
+"""orca: cross-modal fine-tuning of pretrained transformers (ORCA, FPT)."""
+__version__ = "0.1.0"

@@ -9,7 +9,6 @@ the text source data of the align stage; it is not part of the trained model.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,8 +95,6 @@ def wrap_hf_model(model: nn.Module, key: str, tokenizer=None) -> LoadedBody:
             f"body {key!r}: {type(model).__name__} has neither BERT-style `embeddings` nor GPT-2 "
             "`wte`/`wpe`; register a body factory for it (see orca/bodies.py)"
         )
-    if hasattr(text_embeddings, "position_ids"):
-        positions = positions[: model.config.max_position_embeddings]
     if getattr(model.config, "model_type", "") == "roberta":  # RoBERTa's first positions are padding slots
         positions = positions[model.config.pad_token_id + 1 :]
     text_embeddings.requires_grad_(False)
@@ -108,16 +105,13 @@ def load_hf_body(name_or_path: str, pretrained: bool = True, key: str | None = N
     """Load a Hugging Face encoder by hub name or local folder; random weights if not pretrained."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or not Path(name_or_path).exists()
     try:
         config = AutoConfig.from_pretrained(name_or_path)
         model = AutoModel.from_pretrained(name_or_path) if pretrained else AutoModel.from_config(config)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     except (OSError, ValueError) as exc:  # missing files, offline hub, malformed repo id
-        hint = (
-            "it is not a local folder and could not be fetched from the Hugging Face hub "
-            "(offline, or no such model)" if offline else "the folder is not a complete Hugging Face model"
-        )
+        hint = ("the folder is not a complete Hugging Face model" if Path(name_or_path).exists() else
+                "it is not a local folder and could not be fetched from the Hugging Face hub (offline, or no such model)")
         raise BodyLoadError(
             f"could not load body {name_or_path!r}: {hint}. Download it where you have access "
             f"(`huggingface-cli download {name_or_path} --local-dir DIR`) and pass body.path=DIR, "

@@ -101,7 +101,7 @@ def run_align(cfg: DictConfig, task: Task, train: TensorDataset, loaded, embedde
 
 
 def run_finetune(cfg: DictConfig, task: Task, splits, model: OrcaModel, run_dir: Path, timer: StageTimer):
-    """Stage 3. Returns (val metrics of the selected weights, test metrics)."""
+    """Stage 3. Returns val metrics of the selected weights, their test metrics, their checkpoint."""
     f = cfg.finetune
     gen = torch.Generator().manual_seed(cfg.seed)
     train = DataLoader(splits.train, batch_size=f.batch_size, shuffle=True, generator=gen)
@@ -124,8 +124,11 @@ def run_finetune(cfg: DictConfig, task: Task, splits, model: OrcaModel, run_dir:
     with timer.stage("test"):
         val_metrics = trainer.validate(module, val, ckpt_path=best.best_model_path, verbose=False)[0]
         test_metrics = trainer.test(module, test, ckpt_path=best.best_model_path, verbose=False)[0]
-    strip = lambda d, p: {k.removeprefix(p): float(v) for k, v in d.items()}  # noqa: E731
-    return strip(val_metrics, "val/"), strip(test_metrics, "test/"), best.best_model_path
+    return _unprefix(val_metrics, "val/"), _unprefix(test_metrics, "test/"), best.best_model_path
+
+
+def _unprefix(metrics: dict, prefix: str) -> dict[str, float]:
+    return {k.removeprefix(prefix): float(v) for k, v in metrics.items()}
 
 
 def train(cfg: DictConfig) -> dict:
@@ -171,6 +174,7 @@ def train(cfg: DictConfig) -> dict:
     val_metrics, test_metrics, best_path = run_finetune(cfg, task, splits, model, run_dir, timer)
     record = {
         "task": task.name, "method": method.name, "body": cfg.body.name, "seed": int(cfg.seed),
+        "budget": cfg.budget_name,
         "metrics": {"val": val_metrics, "test": test_metrics},
         "error_name": task.error_name, "paper": task.paper,
         "align": align_record,

@@ -48,3 +48,25 @@ def test_fpt_trainable_split(minilm):
 def test_unavailable_hub_body_fails_with_a_clear_message(tmp_path):
     with pytest.raises(BodyLoadError, match="body.path=DIR"):
         load_body("roberta-base", path=str(tmp_path / "no-such-model"))
+
+
+def test_gpt2_family_is_fed_token_embeddings_without_its_positions():
+    """A tiny random GPT-2 wrapped as a Body computes what GPT-2 computes on the same
+    input embeddings with a zero position table (positions come from the embedder)."""
+    import copy
+
+    from transformers import GPT2Config, GPT2Model
+
+    from orca.bodies import wrap_hf_model
+
+    model = GPT2Model(GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=64, resid_pdrop=0, embd_pdrop=0,
+                                 attn_pdrop=0)).eval()
+    reference = copy.deepcopy(model)
+    reference.wpe.weight.data.zero_()
+    positions = model.wpe.weight.detach().clone()
+    loaded = wrap_hf_model(model, "tiny-gpt2")
+    tokens = torch.randn(2, 10, 32)
+    assert torch.allclose(loaded.body(tokens), reference(inputs_embeds=tokens).last_hidden_state, atol=1e-5)
+    assert torch.equal(loaded.body.position_embeddings, positions)
+    ids = torch.tensor([[1, 2, 3]])  # text for the align source goes through word + position embeddings
+    assert torch.allclose(loaded.text_embeddings(ids), model.wte(ids) + positions[:3])

@@ -1,0 +1,1 @@
+"""Stage 2: dataset distances (OTDD, MMD) and the source data they align to."""
