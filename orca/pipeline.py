@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from orca.align.sources import load_source
 from orca.bodies import load_body
 from orca.embedders import create_embedder
-from orca.errors import RunExistsError
+from orca.errors import ConfigError, RunExistsError
 from orca.heads import create_head
 from orca.methods import MethodConfig
 from orca.model import OrcaModel
@@ -66,7 +66,7 @@ def run_align(cfg: DictConfig, task: Task, train: TensorDataset, loaded, embedde
         log.info("align stage already done (%s): skipped", ckpt)
         return state["record"]
     source = a.source if a.source != "auto" else ("conll2003" if a.source_root else "pydoc-topics")
-    with timer.stage("source"):
+    with timer.stage("source"):  # the same source sample (seed 0) for every run: cached once
         xs, ys, description = load_source(source, loaded, a.source_samples, a.seq_len, a.source_root,
                                           seed=0, cache_dir=cfg.paths.cache_dir, download=cfg.data.download)
     log.info("align source: %s", description)
@@ -120,7 +120,7 @@ def run_finetune(cfg: DictConfig, task: Task, splits, model: OrcaModel, run_dir:
     with timer.stage("finetune"):
         trainer.fit(module, train, val, ckpt_path=last if last.exists() else None)
     if not best.best_model_path:
-        raise RuntimeError("no validation ran during fine-tuning: make finetune.val_check_interval <= max_steps")
+        raise ConfigError("no validation ran during fine-tuning: make finetune.val_check_interval <= max_steps")
     with timer.stage("test"):
         val_metrics = trainer.validate(module, val, ckpt_path=best.best_model_path, verbose=False)[0]
         test_metrics = trainer.test(module, test, ckpt_path=best.best_model_path, verbose=False)[0]
