@@ -1,7 +1,7 @@
 """ECG: PhysioNet/Computing in Cardiology Challenge 2017, single-lead AF classification.
 
-Files as published (``training2017/``): ``AXXXXX.mat`` (MATLAB v4, variable ``val``, int16,
-shape (1, T), 300 Hz), ``AXXXXX.hea`` (WFDB header), ``REFERENCE.csv`` (``record,label``).
+Files as published (``training2017/``): ``A00001.mat`` (MATLAB v4, variable ``val``, int16,
+shape (1, T), 300 Hz), ``A00001.hea`` (WFDB header), ``REFERENCE.csv`` (``record,label``).
 Preprocessing as NAS-Bench-360: z-score each recording, cut windows of 1,000 samples with
 stride 500, labels N, A, O, ~ -> 0..3. Recordings, not windows, are split into train /
 validation / test (stratified by label, fixed seed), so no recording feeds two splits.

@@ -29,8 +29,8 @@ def make_cfg(tmp_path):
 
 
 def write_physionet2017(root: Path, n_per_class=(8, 4, 6, 3), seed: int = 0) -> Path:
-    """A miniature PhysioNet/CinC 2017 release: training2017/AXXXXX.mat (MATLAB v4, `val`
-    int16 (1, T)), AXXXXX.hea, REFERENCE.csv, RECORDS. Classes differ in their rhythm so
+    """A miniature PhysioNet/CinC 2017 release: training2017/A00001.mat (MATLAB v4, `val`
+    int16 (1, T)), A00001.hea, REFERENCE.csv, RECORDS. Classes differ in their rhythm so
     that a model can tell them apart."""
     folder = root / "training2017"
     folder.mkdir(parents=True)
