@@ -1,11 +1,13 @@
 """Pretrained transformer bodies behind one contract.
 
-A :class:`Body` takes token embeddings (B, N, D) and returns hidden states (B, N, D). It
-bypasses the model's own input embeddings (word, position, token type): the task's
-embedder makes the tokens and adds position embeddings initialised from the body's own
-(:attr:`Body.position_embeddings`). What the body was pretrained to see as input is kept
-apart in :class:`LoadedBody` (tokenizer and the original embedding module), for building
-the text source data of the align stage; it is not part of the trained model.
+A :class:`Body` takes token embeddings (B, N, D) and returns hidden states (B, N', D'). It
+bypasses the model's own input embeddings (word, position, token type; a Swin's patch
+embedding): the task's embedder makes the tokens and adds position embeddings initialised
+from the body's own (:attr:`Body.position_embeddings`). Language bodies (BERT family,
+GPT-2) keep N and D; a Swin merges patches stage by stage. What the body was pretrained to
+see as input is kept apart in :class:`LoadedBody` (tokenizer and word embeddings, or the
+patch embedding), for building the source data of the align stage; it is not part of the
+trained model.
 """
 from __future__ import annotations
 
@@ -34,30 +36,89 @@ class _NoPositions(nn.Module):
 
 
 class Body(nn.Module):
-    """An encoder stack fed token embeddings (B, N, D) -> (B, N, D)."""
+    """An encoder stack fed token embeddings (B, N, hidden_size) -> (B, N', output_size).
 
-    def __init__(self, model: nn.Module, position_embeddings: torch.Tensor):
+    Contract shared by every body: `hidden_size` (token width in), `output_size` (width
+    out), `max_positions`, `position_embeddings` ((max_positions, hidden_size) table for
+    the embedder to copy, or None for bodies without absolute positions), `output_grid`
+    (where the output tokens sit), and :meth:`layer_norm_parameters`.
+    """
+
+    def __init__(self, model: nn.Module, hidden_size: int, output_size: int, max_positions: int,
+                 position_embeddings: torch.Tensor | None):
         super().__init__()
         self.model = model
-        self.hidden_size = int(position_embeddings.shape[1])
-        self.max_positions = int(position_embeddings.shape[0])
-        # (max_positions, D): the pretrained (or random) position table, for embedder init.
-        self.register_buffer("position_embeddings", position_embeddings.detach().clone(), persistent=False)
+        self.hidden_size, self.output_size, self.max_positions = hidden_size, output_size, max_positions
+        # The pretrained (or random) position table, for embedder init; not part of the body.
+        self.register_buffer("position_embeddings", None if position_embeddings is None else
+                             position_embeddings.detach().clone(), persistent=False)
         for module in self.modules():  # ORCA fine-tunes with dropout 0
             if isinstance(module, nn.Dropout):
                 module.p = 0.0
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def check_length(self, tokens: torch.Tensor) -> None:
         if tokens.shape[1] > self.max_positions:
             raise ConfigError(
                 f"{tokens.shape[1]} tokens exceed the body's {self.max_positions} positions; "
                 "lower embedder.target_len or use a larger patch size"
             )
-        return self.model(inputs_embeds=tokens).last_hidden_state
+
+    def output_grid(self, grid: tuple[int, ...]) -> tuple[int, ...]:
+        """The token grid of the output for an input token grid (unchanged by default)."""
+        return tuple(grid)
 
     def layer_norm_parameters(self) -> list[nn.Parameter]:
         """Parameters of every LayerNorm (FPT trains these; attention and MLP stay frozen)."""
         return [p for m in self.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters()]
+
+
+class TextBody(Body):
+    """A language encoder (BERT family, GPT-2) with its input embeddings bypassed."""
+
+    def __init__(self, model: nn.Module, position_embeddings: torch.Tensor):
+        size = int(position_embeddings.shape[1])
+        super().__init__(model, size, size, int(position_embeddings.shape[0]), position_embeddings)
+
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, ...] | None = None) -> torch.Tensor:
+        self.check_length(tokens)
+        return self.model(inputs_embeds=tokens).last_hidden_state
+
+
+class SwinBody(Body):
+    """A Swin Transformer (transformers' SwinModel) fed patch tokens on a (h, w) grid, its
+    own patch embedding bypassed: (B, h*w, embed_dim) -> (B, h*w / 4^(stages-1), hidden_size).
+
+    Swin has no absolute positions (relative biases inside windows), so the embedder adds
+    none. `patch_stem` keeps copies of the pretrained patch projection and its LayerNorm
+    for the 2D embedder to start from.
+    """
+
+    def __init__(self, model: nn.Module):
+        config = model.config
+        super().__init__(model, int(config.embed_dim), int(config.hidden_size), 10**9, None)
+        self.image_size, self.patch_size = int(config.image_size), int(config.patch_size)
+        self.downsample = 2 ** (len(config.depths) - 1)
+        self.min_side = int(config.window_size) * self.downsample  # the last stage needs a full window
+        stem = model.embeddings
+        self.patch_stem = {  # plain tensors, not parameters of the body
+            "weight": stem.patch_embeddings.projection.weight.detach().clone(),  # (D, 3, p, p)
+            "bias": stem.patch_embeddings.projection.bias.detach().clone(),
+            "norm_weight": stem.norm.weight.detach().clone(), "norm_bias": stem.norm.bias.detach().clone(),
+        }
+
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, ...] | None = None) -> torch.Tensor:
+        if grid is None or len(grid) != 2 or grid[0] * grid[1] != tokens.shape[1]:
+            raise ConfigError(f"a Swin body needs tokens on a 2D grid; got {tokens.shape[1]} tokens on grid "
+                              f"{grid}; use a 2D embedder (embedder.name=swin_patch)")
+        if min(grid) < self.min_side:
+            raise ConfigError(f"a Swin body needs a token grid of at least {self.min_side}x{self.min_side} "
+                              f"(window x patch merging); got {grid[0]}x{grid[1]}: use embedder.name=swin_patch, "
+                              "which resizes images to the body's input size")
+        hidden = self.model.encoder(tokens, tuple(grid)).last_hidden_state
+        return self.model.layernorm(hidden)
+
+    def output_grid(self, grid):
+        return tuple(-(-side // self.downsample) for side in grid)  # ceil: Swin pads odd sides
 
 
 @dataclass
@@ -66,8 +127,9 @@ class LoadedBody:
 
     body: Body
     key: str  # identifies the weights, for caching source features
-    tokenizer: object | None
-    text_embeddings: nn.Module | None  # input_ids (B, T) -> (B, T, D)
+    tokenizer: object | None = None
+    text_embeddings: nn.Module | None = None  # input_ids (B, T) -> (B, T, D)
+    image_embeddings: nn.Module | None = None  # images (B, 3, S, S) -> ((B, N, D), grid)
 
 
 class _GPT2TextEmbeddings(nn.Module):
@@ -98,7 +160,17 @@ def wrap_hf_model(model: nn.Module, key: str, tokenizer=None) -> LoadedBody:
     if getattr(model.config, "model_type", "") == "roberta":  # RoBERTa's first positions are padding slots
         positions = positions[model.config.pad_token_id + 1 :]
     text_embeddings.requires_grad_(False)
-    return LoadedBody(Body(model, positions), key, tokenizer, text_embeddings)
+    return LoadedBody(TextBody(model, positions), key, tokenizer, text_embeddings)
+
+
+def wrap_swin_model(model: nn.Module, key: str) -> LoadedBody:
+    """Wrap a transformers SwinModel; its own patch embedding stays outside the trained
+    model, for building the image source data of the align stage."""
+    image_embeddings = model.embeddings
+    image_embeddings.requires_grad_(False)
+    body = SwinBody(model)
+    model.embeddings = None  # the task's embedder makes the tokens
+    return LoadedBody(body, key, image_embeddings=image_embeddings)
 
 
 def load_hf_body(name_or_path: str, pretrained: bool = True, key: str | None = None) -> LoadedBody:
@@ -107,6 +179,9 @@ def load_hf_body(name_or_path: str, pretrained: bool = True, key: str | None = N
 
     try:
         config = AutoConfig.from_pretrained(name_or_path)
+        if config.model_type == "swin":
+            model = AutoModel.from_pretrained(name_or_path) if pretrained else AutoModel.from_config(config)
+            return wrap_swin_model(model, key or f"{name_or_path}{'' if pretrained else ':random'}")
         model = AutoModel.from_pretrained(name_or_path) if pretrained else AutoModel.from_config(config)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     except (OSError, ValueError) as exc:  # missing files, offline hub, malformed repo id
@@ -141,8 +216,13 @@ def _hub_body(hub_name: str):
     return factory
 
 
-for _name in ("roberta-base", "bert-base-uncased", "gpt2"):
-    BODIES.register(_name)(_hub_body(_name))
+HUB_BODIES = {  # registered name -> Hugging Face hub name
+    "roberta-base": "roberta-base", "bert-base-uncased": "bert-base-uncased", "gpt2": "gpt2",
+    "swin-base": "microsoft/swin-base-patch4-window7-224-in22k",  # ORCA's 2D body
+    "swin-tiny": "microsoft/swin-tiny-patch4-window7-224",
+}
+for _name, _hub_name in HUB_BODIES.items():
+    BODIES.register(_name)(_hub_body(_hub_name))
 
 
 @BODIES.register("tiny-random")
@@ -159,6 +239,20 @@ def tiny_random(path: str | None = None, pretrained: bool = False, hidden_size: 
         torch.manual_seed(0)
         model = BertModel(config)
     return wrap_hf_model(model, f"tiny-random-{hidden_size}x{layers}", tokenizer)
+
+
+@BODIES.register("tiny-random-swin")
+def tiny_random_swin(path: str | None = None, pretrained: bool = False, embed_dim: int = 16,
+                     image_size: int = 32) -> LoadedBody:
+    """A tiny randomly initialised Swin (2 stages, window 4, 32x32 images; for tests)."""
+    from transformers import SwinConfig, SwinModel
+
+    config = SwinConfig(image_size=image_size, patch_size=4, embed_dim=embed_dim, depths=[1, 1],
+                        num_heads=[1, 2], window_size=4, mlp_ratio=2.0)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = SwinModel(config, add_pooling_layer=False)
+    return wrap_swin_model(model, f"tiny-random-swin-{embed_dim}")
 
 
 def load_body(name: str, path: str | None = None, pretrained: bool = True, **kwargs) -> LoadedBody:

@@ -1,8 +1,10 @@
 """Embedders: raw task input (B, *input_shape) -> token sequence (B, N, D) for the body.
 
 Every embedder is built by ``EMBEDDERS.get(name)(input_shape, body, **options)``, checks
-the input shape it is given before any training starts, and adds learned position
-embeddings initialised from the body's own table.
+the input shape it is given before any training starts, adds learned position embeddings
+initialised from the body's own table (when the body has one), and records the token
+grid it produces (`grid`: (N,) for sequences, (h, w) for images) for bodies and heads that
+need it.
 """
 from __future__ import annotations
 
@@ -47,17 +49,23 @@ def check_input_shape(embedder: str, input_shape, ndims: tuple[int, ...], exampl
 
 
 class Embedder(nn.Module):
-    """Base: holds the position table (N, D), copied from the body."""
+    """Base: the token grid and the position table (N, D) copied from the body (none if
+    the body has no absolute positions)."""
 
-    def __init__(self, body: Body, num_tokens: int):
+    def __init__(self, body: Body, grid: tuple[int, ...]):
         super().__init__()
+        num_tokens = math.prod(grid)
         if num_tokens > body.max_positions:
             raise ConfigError(
                 f"the embedder makes {num_tokens} tokens but the body has {body.max_positions} positions; "
                 "lower embedder.target_len"
             )
-        self.num_tokens = num_tokens
-        self.position_embeddings = nn.Parameter(body.position_embeddings[:num_tokens].clone())
+        self.grid, self.num_tokens = tuple(grid), num_tokens
+        table = body.position_embeddings
+        self.position_embeddings = None if table is None else nn.Parameter(table[:num_tokens].clone())
+
+    def add_positions(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens if self.position_embeddings is None else tokens + self.position_embeddings
 
 
 @EMBEDDERS.register("conv1d")
@@ -73,13 +81,13 @@ class Conv1dEmbedder(Embedder):
         stride = patch_size or smallest_stride(length, target_len)
         if length % stride:
             raise ConfigError(f"stride {stride} does not divide the input length {length}")
-        super().__init__(body, length // stride)
+        super().__init__(body, (length // stride,))
         self.conv = nn.Conv1d(channels, body.hidden_size, kernel_size=stride, stride=stride)
         self.norm = nn.LayerNorm(body.hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.conv(x).transpose(1, 2)  # (B, N, D)
-        return self.norm(tokens) + self.position_embeddings
+        return self.add_positions(self.norm(tokens))
 
 
 @EMBEDDERS.register("patch2d")
@@ -95,13 +103,13 @@ class Patch2dEmbedder(Embedder):
         p = patch_size or smallest_patch(height, width, target_len)
         if height % p or width % p:
             raise ConfigError(f"patch size {p} does not divide the {height}x{width} input")
-        super().__init__(body, (height // p) * (width // p))
+        super().__init__(body, (height // p, width // p))
         self.conv = nn.Conv2d(channels, body.hidden_size, kernel_size=p, stride=p)
         self.norm = nn.LayerNorm(body.hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.conv(x).flatten(2).transpose(1, 2)  # (B, N, D)
-        return self.norm(tokens) + self.position_embeddings
+        return self.add_positions(self.norm(tokens))
 
 
 @EMBEDDERS.register("linear_patch")
@@ -119,7 +127,7 @@ class LinearPatchEmbedder(Embedder):
             grid = (shape[1] // p, shape[2] // p)
         if any(side % p for side in shape[1:]):
             raise ConfigError(f"patch size {p} does not divide the input {shape}")
-        super().__init__(body, math.prod(grid))
+        super().__init__(body, grid)
         self.patch, self.ndim = p, len(grid)
         self.linear = nn.Linear(shape[0] * p ** len(grid), body.hidden_size)
 
@@ -129,7 +137,45 @@ class LinearPatchEmbedder(Embedder):
             patches = x.unfold(2, p, p).permute(0, 2, 1, 3).flatten(2)
         else:  # (B, C, H, W) -> (B, H/p * W/p, C*p*p)
             patches = x.unfold(2, p, p).unfold(3, p, p).permute(0, 2, 3, 1, 4, 5).flatten(3).flatten(1, 2)
-        return self.linear(patches) + self.position_embeddings
+        return self.add_positions(self.linear(patches))
+
+
+@EMBEDDERS.register("swin_patch")
+class SwinPatchEmbedder(Embedder):
+    """ORCA's 2D embedder for a vision body: resize (B, C, H, W) to the body's image size
+    (224 for Swin), Conv2d(C, D, 4, stride 4) -> (B, 56*56, D), LayerNorm; the convolution
+    and norm start from the body's own patch projection: the mean of its RGB filters,
+    repeated over the task's C channels and scaled by 3 / C, so that a grey image (every
+    channel equal) embeds exactly as the same grey image in RGB."""
+
+    def __init__(self, input_shape, body: Body, image_size: int | None = None, target_len: int | None = None,
+                 patch_size: int | None = None):
+        channels, _, _ = check_input_shape("swin_patch", input_shape, (3,), "(C, H, W)")
+        stem = getattr(body, "patch_stem", None)
+        if stem is None:
+            raise ConfigError("embedder 'swin_patch' starts from a vision body's patch projection; "
+                              f"{type(body).__name__} has none: use embedder.name=patch2d with a language body")
+        p = patch_size or body.patch_size
+        self.image_size = image_size or body.image_size
+        if self.image_size % p:
+            raise ConfigError(f"patch size {p} does not divide the image size {self.image_size}")
+        super().__init__(body, (self.image_size // p, self.image_size // p))
+        self.conv = nn.Conv2d(channels, body.hidden_size, kernel_size=p, stride=p)
+        self.norm = nn.LayerNorm(body.hidden_size)
+        if p == stem["weight"].shape[-1]:
+            with torch.no_grad():
+                rgb = stem["weight"]  # (D, 3, p, p)
+                self.conv.weight.copy_(rgb.mean(1, keepdim=True).expand(-1, channels, -1, -1) * rgb.shape[1] / channels)
+                self.conv.bias.copy_(stem["bias"])
+                self.norm.weight.copy_(stem["norm_weight"])
+                self.norm.bias.copy_(stem["norm_bias"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = nn.functional.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
+                                          align_corners=False)
+        tokens = self.conv(x).flatten(2).transpose(1, 2)  # (B, (S/p)^2, D)
+        return self.add_positions(self.norm(tokens))
 
 
 def create_embedder(name: str, input_shape, body: Body, **options) -> Embedder:

@@ -1,5 +1,12 @@
-"""Heads (ORCA's "predictors"): body output (B, N, D) -> task output."""
+"""Heads (ORCA's "predictors"): body output (B, N, D) -> task output.
+
+Every head is built by ``HEADS.get(name)(hidden_size, num_outputs, grid=..., output_shape=...,
+**options)``: `grid` is where the body's output tokens sit ((N,) or (h, w)), `output_shape`
+the task's dense output grid (H, W) or None for class and multi-label outputs.
+"""
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -12,18 +19,47 @@ POOLS = ("mean", "last")
 
 @HEADS.register("pooled")
 class PooledHead(nn.Module):
-    """Pool over tokens (mean: ORCA; last token: FPT), then Linear(D, K) -> (B, K) logits."""
+    """Pool over tokens (mean: ORCA; last token: FPT), then Linear(D, K) -> (B, K) logits
+    (class logits, or one logit per label for multi-label tasks)."""
 
-    def __init__(self, hidden_size: int, num_outputs: int, pool: str = "mean"):
+    def __init__(self, hidden_size: int, num_outputs: int, grid=None, output_shape=None, pool: str = "mean"):
         super().__init__()
         if pool not in POOLS:
             raise ConfigError(f"unknown pooling {pool!r}; known: {', '.join(POOLS)}")
+        if output_shape is not None:
+            raise ConfigError(f"head 'pooled' predicts one vector per sample, but the task wants a "
+                              f"{tuple(output_shape)} field: use head.name=dense")
         self.pool = pool
         self.linear = nn.Linear(hidden_size, num_outputs)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         pooled = hidden.mean(1) if self.pool == "mean" else hidden[:, -1]
         return self.linear(pooled)
+
+
+@HEADS.register("dense")
+class DenseHead(nn.Module):
+    """A field on the input grid from tokens on an (h, w) grid: each token predicts its own
+    s_h x s_w block (Linear(D, K * s_h * s_w), s = ceil(H / h)), blocks are put back in
+    place, and the (h*s_h, w*s_w) result is resized to (H, W) when the sides differ.
+    Output (B, H, W) for K = 1, else (B, K, H, W)."""
+
+    def __init__(self, hidden_size: int, num_outputs: int, grid=None, output_shape=None):
+        super().__init__()
+        if output_shape is None or grid is None or len(grid) != 2:
+            raise ConfigError(f"head 'dense' needs a dense task and tokens on a 2D grid (got output "
+                              f"{output_shape}, token grid {grid}); use head.name=pooled for class outputs")
+        self.grid, self.output_shape, self.channels = tuple(grid), tuple(output_shape), num_outputs
+        self.block = tuple(math.ceil(side / g) for side, g in zip(self.output_shape, self.grid))
+        self.linear = nn.Linear(hidden_size, num_outputs * self.block[0] * self.block[1])
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        (h, w), (sh, sw), k = self.grid, self.block, self.channels
+        blocks = self.linear(hidden).view(-1, h, w, k, sh, sw)  # (B, h, w, K, sh, sw)
+        field = blocks.permute(0, 3, 1, 4, 2, 5).reshape(-1, k, h * sh, w * sw)
+        if field.shape[-2:] != self.output_shape:
+            field = nn.functional.interpolate(field, size=self.output_shape, mode="bilinear", align_corners=False)
+        return field[:, 0] if k == 1 else field
 
 
 def create_head(name: str, hidden_size: int, num_outputs: int, **options) -> nn.Module:

@@ -13,7 +13,8 @@ class OrcaModel(nn.Module):
         self.embedder, self.body, self.head = embedder, body, head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(self.embedder(x)))  # (B, *input) -> (B, N, D) -> (B, N, D) -> out
+        tokens = self.embedder(x)  # (B, *input) -> (B, N, D)
+        return self.head(self.body(tokens, self.embedder.grid))  # -> (B, N', D') -> task output
 
     def set_trainable(self, mode: str) -> None:
         """"all": everything trains. "fpt": embedder (input layer, positions), the body's

@@ -50,7 +50,7 @@ def _subset(n: int, size: int, seed: int = 0) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _pooled_features(embedder: torch.nn.Module, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
+def _pooled_features(embedder: torch.nn.Module, x: torch.Tensor, batch: int = 64) -> torch.Tensor:
     """(n, *input) -> (n, D) embedded tokens, mean-pooled."""
     return torch.cat([embedder(x[i : i + batch]).mean(1) for i in range(0, len(x), batch)])
 
@@ -65,7 +65,11 @@ def run_align(cfg: DictConfig, task: Task, train: TensorDataset, loaded, embedde
         embedder.load_state_dict(state["embedder"])
         log.info("align stage already done (%s): skipped", ckpt)
         return state["record"]
-    source = a.source if a.source != "auto" else ("conll2003" if a.source_root else "pydoc-topics")
+    source = a.source
+    if source == "auto":  # what the body was pretrained on; a folder given on the command line wins
+        images = loaded.image_embeddings is not None
+        source = ("image-folder" if a.source_root else "cifar10") if images else (
+            "conll2003" if a.source_root else "pydoc-topics")
     with timer.stage("source"):  # the same source sample (seed 0) for every run: cached once
         xs, ys, description = load_source(source, loaded, a.source_samples, a.seq_len, a.source_root,
                                           seed=0, cache_dir=cfg.paths.cache_dir, download=cfg.data.download)
@@ -127,6 +131,18 @@ def run_finetune(cfg: DictConfig, task: Task, splits, model: OrcaModel, run_dir:
     return _unprefix(val_metrics, "val/"), _unprefix(test_metrics, "test/"), best.best_model_path
 
 
+@torch.no_grad()
+def check_output_shape(task: Task, model: OrcaModel, train: TensorDataset) -> None:
+    """Run two real samples through the model before any training; the outputs must match
+    the targets ((2, K) logits for classes)."""
+    x, y = train.tensors[0][:2], train.tensors[1][:2]
+    out = model(x)
+    expected = (len(x), task.num_outputs) if task.output_kind == "classes" else tuple(y.shape)
+    if tuple(out.shape) != expected:
+        raise ConfigError(f"the model outputs {tuple(out.shape)} for 2 samples of task {task.name!r}, which "
+                          f"needs {expected}; check head.name (pooled for classes and labels, dense for fields)")
+
+
 def _unprefix(metrics: dict, prefix: str) -> dict[str, float]:
     return {k.removeprefix(prefix): float(v) for k, v in metrics.items()}
 
@@ -158,13 +174,13 @@ def train(cfg: DictConfig) -> dict:
         embedder = create_embedder(method.embedder or cfg.embedder.name, task.input_shape, loaded.body,
                                    **_options(cfg.embedder))
         head_options = _options(cfg.head)
-        if method.head_pool:
+        if method.head_pool and "pool" in head_options:
             head_options["pool"] = method.head_pool
-        head = create_head(cfg.head.name, loaded.body.hidden_size, task.num_outputs, **head_options)
+        head = create_head(cfg.head.name, loaded.body.output_size, task.num_outputs,
+                           grid=loaded.body.output_grid(embedder.grid),
+                           output_shape=getattr(task, "output_shape", None), **head_options)
         model = OrcaModel(embedder, loaded.body, head)
-        with torch.no_grad():  # shape check on real data before any training
-            model(splits.train.tensors[0][:2])
-
+        check_output_shape(task, model, splits.train)
     align_record = None
     if method.align and cfg.align.distance != "none":
         align_record = run_align(cfg, task, splits.train, loaded, embedder, run_dir, timer)

@@ -92,17 +92,22 @@ class FinetuneStage(L.LightningModule):
         return self.model(x)
 
     def training_step(self, batch, _):
-        x, y = batch
-        loss = self.task.loss(self.model(x), y)
+        x, y, *mask = batch  # a masked dense task's batch also holds its mask
+        loss = self.task.loss(self.model(x), y, *mask)
         check_finite(loss, "finetune", self.global_step)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
+    @staticmethod
+    def _update(metrics, model, batch) -> None:
+        x, y, *mask = batch
+        metrics.update(model(x), y, **({"mask": mask[0]} if mask else {}))
+
     def validation_step(self, batch, _):
-        self.val_metrics.update(self.model(batch[0]), batch[1])
+        self._update(self.val_metrics, self.model, batch)
 
     def test_step(self, batch, _):
-        self.test_metrics.update(self.model(batch[0]), batch[1])
+        self._update(self.test_metrics, self.model, batch)
 
     def _log_split(self, metrics, prefix: str) -> None:
         values = {k.removeprefix(prefix): float(v) for k, v in metrics.compute().items()}

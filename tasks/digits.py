@@ -10,11 +10,11 @@ import numpy as np
 from sklearn.datasets import load_digits
 
 from orca.registry import TASKS
-from orca.tasks import Task, stratified_split
+from orca.tasks import ClassificationTask, stratified_split
 
 
 @TASKS.register("digits")
-class Digits(Task):
+class Digits(ClassificationTask):
     name = "digits"
     input_shape = (1, 8, 8)
     num_outputs = 10

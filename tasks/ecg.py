@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from orca.errors import DataNotFoundError
 from orca.registry import TASKS
-from orca.tasks import Task, fetch_archive, stratified_split
+from orca.tasks import ClassificationTask, fetch_archive, stratified_split
 
 URL = "https://physionet.org/files/challenge-2017/1.0.0/training2017.zip"
 LABELS = ("N", "A", "O", "~")
@@ -46,7 +46,7 @@ def windows(signal: np.ndarray, length: int, stride: int) -> np.ndarray:
 
 
 @TASKS.register("ecg")
-class ECG(Task):
+class ECG(ClassificationTask):
     name = "ecg"
     input_shape = (1, 1000)
     num_outputs = 4

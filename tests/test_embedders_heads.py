@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -50,21 +52,72 @@ def test_wrong_input_shape_is_a_clear_error(body):
         create_embedder("conv1d", (1, 1000), body, target_len=1000)  # 1000 tokens > 128 positions
 
 
+@pytest.fixture(scope="module")
+def swin():
+    return load_body("tiny-random-swin").body
+
+
 @pytest.mark.parametrize("name", EMBEDDERS.names())
-def test_every_registered_embedder_builds(body, name):
-    shape = (1, 16, 16) if name == "patch2d" else (1, 256)
-    emb = create_embedder(name, shape, body, target_len=64)
+def test_every_registered_embedder_builds(body, swin, name):
+    """Each embedder on the body kind it is for, through that body: (B, N, D) on its grid."""
+    host = swin if name == "swin_patch" else body
+    shape = (1, 256) if name == "conv1d" else (1, 16, 16)
+    emb = create_embedder(name, shape, host, target_len=64)
     out = emb(torch.randn(2, *shape))
-    assert out.shape[0] == 2 and out.shape[2] == body.hidden_size and torch.isfinite(out).all()
+    assert out.shape == (2, math.prod(emb.grid), host.hidden_size) and torch.isfinite(out).all()
+    assert host(out, emb.grid).shape[-1] == host.output_size
 
 
 @pytest.mark.parametrize("name", HEADS.names())
 def test_every_registered_head_builds(name):
-    head = create_head(name, 32, 5)
-    assert head(torch.randn(2, 7, 32)).shape == (2, 5)
+    dense = name == "dense"
+    head = create_head(name, 32, 5 if not dense else 1, grid=(3, 4), output_shape=(12, 16) if dense else None)
+    assert head(torch.randn(2, 12, 32)).shape == ((2, 12, 16) if dense else (2, 5))
 
 
-def test_pooled_head_pools(body):
+def test_dense_head_puts_blocks_back_in_place():
+    """Token (r, c) of the grid predicts pixels [r*s:(r+1)*s, c*s:(c+1)*s] of the field."""
+    head = create_head("dense", 8, 1, grid=(2, 3), output_shape=(4, 6))
+    hidden = torch.zeros(1, 6, 8)
+    hidden[0, 4] = torch.randn(8)  # token 4 = row 1, column 1
+    with torch.no_grad():
+        head.linear.bias.zero_()
+    field = head(hidden)[0]
+    block = head.linear(hidden[0, 4]).view(2, 2)
+    assert torch.allclose(field[2:4, 2:4], block)
+    assert field[:2].abs().sum() == 0 and field[:, :2].abs().sum() == 0
+
+
+def test_dense_head_resizes_to_an_odd_grid():
+    head = create_head("dense", 8, 1, grid=(7, 7), output_shape=(85, 85))  # Swin's 7x7 -> Darcy's 85x85
+    assert head(torch.randn(2, 49, 8)).shape == (2, 85, 85)
+
+
+def test_heads_refuse_the_wrong_task_kind():
+    with pytest.raises(ConfigError, match="head.name=dense"):
+        create_head("pooled", 8, 1, grid=(2, 2), output_shape=(4, 4))
+    with pytest.raises(ConfigError, match="head.name=pooled"):
+        create_head("dense", 8, 3, grid=(4,), output_shape=None)
+
+
+def test_swin_embedder_starts_from_the_body_patch_projection(swin):
+    """A grey image embeds as the same grey image through the body's own RGB stem."""
+    emb = create_embedder("swin_patch", (1, 32, 32), swin)
+    grey = torch.rand(2, 1, 32, 32)
+    stem = swin.patch_stem
+    rgb = torch.nn.functional.conv2d(grey.expand(-1, 3, -1, -1), stem["weight"], stem["bias"], stride=4)
+    rgb = torch.nn.functional.layer_norm(rgb.flatten(2).transpose(1, 2), (swin.hidden_size,),
+                                         stem["norm_weight"], stem["norm_bias"])
+    assert torch.allclose(emb(grey), rgb, atol=1e-5)
+    assert emb.position_embeddings is None and emb.grid == (8, 8)
+
+
+def test_swin_embedder_needs_a_vision_body(body):
+    with pytest.raises(ConfigError, match="patch2d"):
+        create_embedder("swin_patch", (1, 32, 32), body)
+
+
+def test_pooled_head_pools():
     hidden = torch.randn(2, 4, 32)
     mean, last = create_head("pooled", 32, 3), create_head("pooled", 32, 3, pool="last")
     last.load_state_dict(mean.state_dict())

@@ -11,6 +11,15 @@ with a label. Two text sources are built in:
 - ``pydoc-topics``: offline fallback from text every CPython ships (``pydoc_data.topics``):
   consecutive 20-word chunks of the 10 longest help topics, labelled by topic: 10 classes.
 
+For a vision body (Swin): images resized to the body's input size, normalised with the
+ImageNet statistics the body was trained with, passed through the body's own patch
+embedding and mean-pooled over patches, each with its class:
+
+- ``cifar10``: CIFAR-10's training images through torchvision (downloaded when online), as
+  ORCA uses.
+- ``image-folder``: any folder of ``<class>/<image>`` files (torchvision's ImageFolder),
+  e.g. ``align.source_root=../shared/datasets/cifar10-subset/train``.
+
 Features are cached on disk per (body, source, size, seed); see :func:`load_source`.
 """
 from __future__ import annotations
@@ -112,6 +121,65 @@ def pydoc_topics(loaded: LoadedBody, num_samples: int, seq_len: int, root: str |
     return (feats, torch.tensor([labels[i] for i in keep]),
             f"pydoc-topics (offline fallback, Python's help text): {len(keep)} windows of {seq_len} tokens, "
             f"{len(longest)} topics")
+
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@torch.no_grad()
+def embed_images(loaded: LoadedBody, dataset, indices: np.ndarray, batch_size: int = 64) -> torch.Tensor:
+    """Images of a torchvision dataset -> (n, D) mean over patches of the body's own patch
+    embedding."""
+    from torchvision.transforms import v2
+
+    if loaded.image_embeddings is None:
+        raise ConfigError(f"an image source needs a vision body (e.g. body=swin-base); {loaded.key!r} is not one")
+    size = loaded.body.image_size
+    transform = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Resize((size, size)),
+                            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    out = []
+    for start in tqdm(range(0, len(indices), batch_size), desc="source features", leave=False):
+        images = torch.stack([transform(dataset[int(i)][0].convert("RGB")) for i in indices[start : start + batch_size]])
+        tokens, _ = loaded.image_embeddings(images)  # (b, N, D)
+        out.append(tokens.mean(1))
+    return torch.cat(out)
+
+
+def _sample(targets, num_samples: int, seed: int) -> np.ndarray:
+    return np.sort(np.random.default_rng(seed).permutation(len(targets))[:num_samples])
+
+
+@SOURCES.register("cifar10")
+def cifar10(loaded: LoadedBody, num_samples: int, seq_len: int, root: str | None, seed: int, download: bool = True):
+    from torchvision.datasets import CIFAR10
+
+    folder = Path(root or "data/cifar10").expanduser()
+    try:
+        dataset = CIFAR10(str(folder), train=True, download=download)
+    except (RuntimeError, OSError) as exc:
+        raise DataNotFoundError(
+            f"CIFAR-10 not found in {folder} and not downloadable ({str(exc).splitlines()[0]}); get "
+            "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz into that folder, or give any image "
+            "folder: align.source=image-folder align.source_root=PATH"
+        ) from None
+    keep = _sample(dataset.targets, num_samples, seed)
+    feats = embed_images(loaded, dataset, keep)
+    return feats, torch.tensor(dataset.targets)[keep], f"cifar10 from {folder}: {len(keep)} training images"
+
+
+@SOURCES.register("image-folder")
+def image_folder(loaded: LoadedBody, num_samples: int, seq_len: int, root: str | None, seed: int,
+                 download: bool = True):
+    from torchvision.datasets import ImageFolder
+
+    if root is None or not Path(root).expanduser().is_dir():
+        raise DataNotFoundError(f"source image-folder needs align.source_root=PATH, a folder of <class>/<image> "
+                                f"files (got {root!r})")
+    dataset = ImageFolder(str(Path(root).expanduser()))
+    keep = _sample(dataset.targets, num_samples, seed)
+    feats = embed_images(loaded, dataset, keep)
+    return (feats, torch.tensor(dataset.targets)[keep],
+            f"image folder {root}: {len(keep)} images, {len(dataset.classes)} classes")
 
 
 def load_source(name: str, loaded: LoadedBody, num_samples: int, seq_len: int, root: str | None,
