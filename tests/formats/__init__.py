@@ -9,4 +9,5 @@ import importlib
 import pkgutil
 from pathlib import Path
 
-WRITERS = {m.name: importlib.import_module(f"{__name__}.{m.name}") for m in pkgutil.iter_modules([str(Path(__file__).parent))]}
+WRITERS = {m.name: importlib.import_module(f"{__name__}.{m.name}")
+           for m in pkgutil.iter_modules([str(Path(__file__).parent)])}

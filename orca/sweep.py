@@ -1,0 +1,120 @@
+"""A resumable sweep of runs: plan (task, method, seed) runs, run the missing ones.
+
+Each run is one ``python -m orca.train`` process writing into its own fixed folder
+``<out>/runs/<task>/<method>/s<seed>``. One process per run (rather than a Hydra multirun)
+because a sweep must survive interruption and failure: a run whose ``results.json``
+exists is done and never rerun; a run without one (failed, killed, never started) is
+started again on the next call, and the pipeline resumes it from its stage checkpoints.
+A failure is recorded in ``failed.txt`` beside the run and does not stop the sweep.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orca.errors import ConfigError
+from orca.record import RECORD_NAME
+
+FAILED_NAME = "failed.txt"
+
+
+@dataclass(frozen=True)
+class Suite:
+    """Which runs a suite holds, and the overrides every run of a task gets."""
+
+    tasks: tuple[str, ...]
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
+    budget: str
+    task_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    published: bool = False  # print the paper's rows beside ours
+
+
+SUITES = {
+    # Sized for a 2-core CPU: four tasks on the real data in ../shared/datasets, MiniLM body.
+    "mini": Suite(tasks=("ecg", "satellite", "darcy", "cifar10"), methods=("orca", "finetune", "fpt", "scratch"),
+                  seeds=(0, 1, 2), budget="cpu"),
+    # The paper's ten tasks with its bodies (RoBERTa for 1D, Swin for 2D): for GPUs.
+    "nb360": Suite(
+        tasks=("cifar100", "spherical", "darcy", "psicov", "cosmic", "ninapro", "fsd50k", "ecg", "satellite", "deepsea"),
+        methods=("orca", "fpt", "finetune", "scratch"), seeds=(0, 1, 2), budget="paper", published=True,
+        task_overrides={**{t: ("body=roberta-base",) for t in ("ecg", "satellite", "deepsea")},
+                        **{t: ("body=swin-base",) for t in ("cifar100", "spherical", "darcy", "psicov", "cosmic",
+                                                            "ninapro", "fsd50k")}},
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    task: str
+    method: str
+    seed: int
+    folder: Path
+    overrides: tuple[str, ...]
+
+    @property
+    def done(self) -> bool:
+        return (self.folder / RECORD_NAME).exists()
+
+    @property
+    def failed(self) -> bool:
+        return not self.done and (self.folder / FAILED_NAME).exists()
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "orca.train", f"task={self.task}", f"method={self.method}", f"seed={self.seed}",
+                *self.overrides, f"hydra.run.dir={self.folder}"]
+
+
+def parse_data_roots(pairs: list[str]) -> dict[str, str]:
+    """["ecg=PATH", ...] -> {"ecg": "PATH"}."""
+    roots = {}
+    for pair in pairs:
+        task, sep, path = pair.partition("=")
+        if not sep or not task or not path:
+            raise ConfigError(f"--data-root takes TASK=PATH, got {pair!r}")
+        roots[task] = path
+    return roots
+
+
+def plan(suite: Suite, out: Path, tasks=None, methods=None, seeds=None, budget=None,
+         data_roots: dict[str, str] | None = None, overrides: tuple[str, ...] = ()) -> list[Run]:
+    """Every run of the suite (or of the given subsets), in task, method, seed order."""
+    data_roots = data_roots or {}
+    unknown = set(data_roots) - set(tasks or suite.tasks)
+    if unknown:
+        raise ConfigError(f"--data-root for {', '.join(sorted(unknown))}, which the sweep does not run")
+    runs = []
+    for task in tasks or suite.tasks:
+        task_args = (f"budget={budget or suite.budget}", *suite.task_overrides.get(task, ()),
+                     *((f"data.root={data_roots[task]}",) if task in data_roots else ()), *overrides)
+        for method in methods or suite.methods:
+            for seed in seeds if seeds is not None else suite.seeds:
+                runs.append(Run(task, method, int(seed), out / "runs" / task / method / f"s{seed}", task_args))
+    return runs
+
+
+def run_missing(runs: list[Run], log=print) -> dict[str, int]:
+    """Run every planned run without a record, one process at a time; returns counts."""
+    todo = [r for r in runs if not r.done]
+    log(f"{len(runs) - len(todo)} of {len(runs)} runs already done; running {len(todo)}")
+    counts = {"done": len(runs) - len(todo), "ran": 0, "failed": 0}
+    for i, run in enumerate(todo, 1):
+        run.folder.mkdir(parents=True, exist_ok=True)
+        (run.folder / FAILED_NAME).unlink(missing_ok=True)
+        log(f"[{i}/{len(todo)}] {run.task} {run.method} seed {run.seed} -> {run.folder}")
+        t0 = time.perf_counter()
+        with open(run.folder / "stdout.log", "a") as stdout:
+            proc = subprocess.run(run.command(), stdout=stdout, stderr=subprocess.PIPE, text=True)
+        minutes = (time.perf_counter() - t0) / 60
+        if proc.returncode == 0 and run.done:
+            counts["ran"] += 1
+            log(f"    finished in {minutes:.1f} min")
+        else:
+            counts["failed"] += 1
+            (run.folder / FAILED_NAME).write_text(f"exit code {proc.returncode}\n{proc.stderr[-5000:]}")
+            log(f"    FAILED (exit {proc.returncode}) after {minutes:.1f} min; see {run.folder / FAILED_NAME}")
+    return counts

@@ -1,0 +1,191 @@
+"""The comparison table from run records: methods x tasks, mean +- std of the test error
+over seeds, written as Markdown, CSV and a figure; and the alignment / stage-time view.
+
+Reads only ``results.json`` files (one per run, see orca/record.py); a planned run with no
+record is shown as missing, one that failed as failed.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orca.record import RECORD_NAME
+from orca.sweep import Run
+
+PUBLISHED_ROWS = ("Hand-designed", "NAS-Bench-360", "DASH", "Perceiver IO", "FPT", "ORCA")
+STAGES = ("data", "source", "align", "finetune", "test", "total")
+
+
+@dataclass
+class Cell:
+    """Test errors of one (method, task) over the planned seeds."""
+
+    planned: int = 0
+    failed: int = 0
+    errors: list[float] = field(default_factory=list)
+    records: list[dict] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.errors) if self.errors else None
+
+    @property
+    def std(self) -> float | None:  # sample standard deviation over seeds
+        return statistics.stdev(self.errors) if len(self.errors) > 1 else None
+
+
+@dataclass
+class Table:
+    tasks: list[str]
+    methods: list[str]
+    cells: dict[tuple[str, str], Cell]
+    error_names: dict[str, str]
+    published: dict[str, dict[str, float]]  # task -> {row: value}, when shown
+
+    def best(self, task: str) -> str | None:
+        """The method with the lowest mean error on `task` (None if no run finished)."""
+        means = {m: self.cells[m, task].mean for m in self.methods if self.cells[m, task].mean is not None}
+        return min(means, key=means.get) if means else None
+
+
+def collect(runs: list[Run], published: bool = False) -> Table:
+    tasks = list(dict.fromkeys(r.task for r in runs))
+    methods = list(dict.fromkeys(r.method for r in runs))
+    cells = {(m, t): Cell() for m in methods for t in tasks}
+    error_names: dict[str, str] = {}
+    papers: dict[str, dict[str, float]] = {}
+    for run in runs:
+        cell = cells[run.method, run.task]
+        cell.planned += 1
+        if run.done:
+            record = json.loads((run.folder / RECORD_NAME).read_text())
+            cell.errors.append(float(record["metrics"]["test"]["error"]))
+            cell.records.append(record)
+            error_names[run.task] = record["error_name"]
+            papers[run.task] = record.get("paper") or {}
+        elif run.failed:
+            cell.failed += 1
+    return Table(tasks, methods, cells, error_names, papers if published else {})
+
+
+def fmt(value: float | None, digits: int = 4) -> str:
+    return "—" if value is None else f"{value:.{digits}g}"
+
+
+def cell_text(cell: Cell) -> str:
+    if not cell.errors:
+        return f"missing (0/{cell.planned}{f', {cell.failed} failed' if cell.failed else ''})"
+    spread = f" ± {fmt(cell.std, 2)}" if cell.std is not None else ""
+    note = f"n={len(cell.errors)}" + (f" of {cell.planned}" if len(cell.errors) < cell.planned else "")
+    note += f", {cell.failed} failed" if cell.failed else ""
+    return f"{fmt(cell.mean)}{spread} ({note})"
+
+
+def markdown(table: Table, title: str) -> str:
+    head = [f"# {title}", "",
+            "Test error, lower is better: mean ± sample standard deviation over seeds (n = seeds finished). "
+            "**Bold**: best mean of the column.", ""]
+    columns = [f"{t} ({table.error_names.get(t, '?')})" for t in table.tasks]
+    lines = ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for method in table.methods:
+        texts = []
+        for task in table.tasks:
+            text = cell_text(table.cells[method, task])
+            texts.append(f"**{text}**" if table.best(task) == method else text)
+        lines.append(f"| {method} (ours) | " + " | ".join(texts) + " |")
+    if table.published:
+        for row in PUBLISHED_ROWS:
+            values = [fmt(table.published.get(t, {}).get(row)) for t in table.tasks]
+            lines.append(f"| {row} (published) | " + " | ".join(values) + " |")
+        lines += ["", "Published rows: the ORCA paper (Shen et al., ICML 2023), NAS-Bench-360 protocol, GPUs."]
+    return "\n".join(head + lines) + "\n"
+
+
+def write_csv(table: Table, path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["source", "method", "task", "error_name", "mean", "std", "n", "planned", "failed", "errors"])
+        for (method, task), cell in table.cells.items():
+            writer.writerow(["ours", method, task, table.error_names.get(task, ""), cell.mean, cell.std,
+                             len(cell.errors), cell.planned, cell.failed, " ".join(f"{e:.6g}" for e in cell.errors)])
+        for task, rows in table.published.items():
+            for row, value in rows.items():
+                writer.writerow(["published", row, task, table.error_names.get(task, ""), value, "", "", "", "", ""])
+
+
+def plot(table: Table, path: Path) -> None:
+    """One panel per task: each seed's error as a dot, the mean as a bar with its spread."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(table.tasks)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.6), squeeze=False)
+    for ax, task in zip(axes[0], table.tasks):
+        best = table.best(task)
+        for x, method in enumerate(table.methods):
+            cell = table.cells[method, task]
+            if not cell.errors:
+                ax.text(x, 0, "missing", rotation=90, ha="center", va="bottom", fontsize=8, color="grey")
+                continue
+            ax.bar(x, cell.mean, yerr=cell.std or 0, capsize=4, alpha=0.8 if method == best else 0.45,
+                   color="tab:orange" if method == best else "tab:blue")
+            ax.plot([x] * len(cell.errors), cell.errors, "k.", markersize=5)
+        ax.set_xticks(range(len(table.methods)), table.methods, rotation=30)
+        ax.set_title(task, fontsize=10)
+        ax.set_ylabel(table.error_names.get(task, "error"), fontsize=8)
+    fig.suptitle("test error by method (bar: mean ± std over seeds; dots: seeds; orange: best)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def alignment_markdown(table: Table) -> str:
+    """OTDD before -> after alignment per (task, aligning method), and seconds per stage."""
+    lines = ["# Alignment stage and stage times", "",
+             "OTDD between the embedded target data and the source data, on fixed subsets, before and after "
+             "the align stage (mean ± std over seeds).", "",
+             "| task | method | OTDD before | OTDD after | change | source |", "|---|---|---|---|---|---|"]
+    for task in table.tasks:
+        for method in table.methods:
+            aligned = [r["align"] for r in table.cells[method, task].records if r.get("align")]
+            if not aligned:
+                continue
+            before, after = [a["before"] for a in aligned], [a["after"] for a in aligned]
+            change = statistics.fmean((a - b) / b for a, b in zip(after, before) if b)
+            lines.append(f"| {task} | {method} | {_mean_std(before)} | {_mean_std(after)} | {100 * change:+.1f} % "
+                         f"| {aligned[0]['source'].split(':')[0]} |")
+    lines += ["", "Mean wall-clock seconds per stage over seeds, and peak resident memory.", "",
+              "| task | method | " + " | ".join(STAGES) + " | peak RSS (MiB) |", "|---" * (len(STAGES) + 3) + "|"]
+    for task in table.tasks:
+        for method in table.methods:
+            records = table.cells[method, task].records
+            if not records:
+                continue
+            times = []
+            for stage in STAGES:  # a stage a method skips (align for fpt) has no time
+                values = [r["time_s"][stage] for r in records if stage in r["time_s"]]
+                times.append(fmt(statistics.fmean(values), 3) if values else "—")
+            rss = statistics.fmean(r["peak_rss_mb"] for r in records)
+            lines.append(f"| {task} | {method} | " + " | ".join(times) + f" | {rss:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _mean_std(values: list[float]) -> str:
+    spread = f" ± {statistics.stdev(values):.2g}" if len(values) > 1 else ""
+    return f"{statistics.fmean(values):.4g}{spread}"
+
+
+def write_all(table: Table, out: Path, title: str) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"md": out / "table.md", "csv": out / "table.csv", "png": out / "table.png",
+             "alignment": out / "alignment.md"}
+    paths["md"].write_text(markdown(table, title))
+    write_csv(table, paths["csv"])
+    plot(table, paths["png"])
+    paths["alignment"].write_text(alignment_markdown(table))
+    return paths

@@ -1,0 +1,71 @@
+"""Reproduce the comparison table: run a suite of (task, method, seed) runs, resumably, and
+write table.md, table.csv, table.png and alignment.md from their records.
+
+    python scripts/reproduce_table.py --suite mini \
+        --data-root ecg=../shared/datasets/physionet2017 --data-root satellite=../shared/datasets/satellite-crop \
+        --data-root darcy=../shared/datasets/darcy16 --data-root cifar10=../shared/datasets/cifar10-subset
+    python scripts/reproduce_table.py --suite mini --dry-run          # the planned runs, one a line
+    python scripts/reproduce_table.py --suite nb360 --data-root ...    # the paper's ten tasks (GPUs)
+
+Calling it again skips finished runs and retries failed or interrupted ones; --table-only
+redraws the table from the records without running anything.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from orca.errors import OrcaError  # noqa: E402
+from orca.sweep import SUITES, parse_data_roots, plan, run_missing  # noqa: E402
+from orca.table import alignment_markdown, collect, markdown, write_all  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", choices=sorted(SUITES), default="mini")
+    parser.add_argument("--tasks", nargs="+", help="subset of the suite's tasks (or other registered tasks)")
+    parser.add_argument("--methods", nargs="+", help="subset of methods (orca, finetune, fpt, scratch)")
+    parser.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the suite's, 0 1 2)")
+    parser.add_argument("--budget", help="budget config (default: the suite's; cpu for mini, paper for nb360)")
+    parser.add_argument("--data-root", action="append", default=[], metavar="TASK=PATH",
+                        help="a task's data folder; repeat per task")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="a Hydra override for every run, e.g. align.source_root=PATH; repeatable")
+    parser.add_argument("--out", type=Path, help="output folder (default: results/<suite>)")
+    parser.add_argument("--dry-run", action="store_true", help="print the planned runs and run nothing")
+    parser.add_argument("--table-only", action="store_true", help="write the table from existing records only")
+    args = parser.parse_args(argv)
+
+    suite = SUITES[args.suite]
+    out = args.out or Path("results") / args.suite
+    try:
+        runs = plan(suite, out, args.tasks, args.methods, args.seeds, args.budget,
+                    parse_data_roots(args.data_root), tuple(args.override))
+    except OrcaError as exc:
+        parser.error(str(exc))
+    if args.dry_run:
+        for run in runs:
+            state = "done" if run.done else "failed, will retry" if run.failed else "to run"
+            print(f"{run.task:<10} {run.method:<9} seed {run.seed}  [{state}]  {' '.join(run.command()[1:])}")
+        print(f"{len(runs)} runs planned, {sum(r.done for r in runs)} done")
+        return 0
+    t0 = time.perf_counter()
+    counts = {"failed": 0}
+    if not args.table_only:
+        counts = run_missing(runs)
+        print(f"sweep: {counts} in {(time.perf_counter() - t0) / 60:.1f} min")
+    table = collect(runs, published=suite.published)
+    budget = args.budget or suite.budget
+    paths = write_all(table, out, f"Suite {args.suite}, budget={budget}")
+    print(markdown(table, f"Suite {args.suite}, budget={budget}"))
+    print(alignment_markdown(table))
+    print("written: " + ", ".join(str(p) for p in paths.values()))
+    return 1 if counts["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

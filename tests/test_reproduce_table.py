@@ -1,0 +1,104 @@
+"""The comparison-table script: tables from hand-written records (with a missing and a failed
+run), the planned runs of the mini suite, and a real two-run sweep that resumes."""
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from orca.sweep import SUITES, Suite, plan
+from orca.table import collect, markdown, write_all
+
+SCRIPT = ROOT / "scripts" / "reproduce_table.py"
+
+
+def fake_record(run, error, before=10.0, after=8.0):
+    run.folder.mkdir(parents=True, exist_ok=True)
+    record = {"task": run.task, "method": run.method, "seed": run.seed, "error_name": "0-1 error %",
+              "metrics": {"test": {"error": error}, "val": {"error": error}}, "paper": {"ORCA": 1.0},
+              "align": {"before": before, "after": after, "source": "pydoc-topics: x"} if run.method == "orca" else None,
+              "time_s": {"data": 1.0, "finetune": 10.0 + run.seed, "test": 2.0, "total": 13.0 + run.seed},
+              "peak_rss_mb": 1000.0}
+    (run.folder / "results.json").write_text(json.dumps(record))
+
+
+def test_table_from_records_with_missing_and_failed_runs(tmp_path):
+    suite = Suite(tasks=("ta", "tb"), methods=("orca", "fpt"), seeds=(0, 1, 2), budget="cpu")
+    runs = {(r.task, r.method, r.seed): r for r in plan(suite, tmp_path)}
+    for seed, error in enumerate([10.0, 12.0, 14.0]):  # ta/orca: mean 12, sample std 2
+        fake_record(runs["ta", "orca", seed], error, before=10.0, after=8.0 - seed)
+    for seed, error in enumerate([20.0, 30.0]):  # ta/fpt: seed 2 failed
+        fake_record(runs["ta", "fpt", seed], error)
+    runs["ta", "fpt", 2].folder.mkdir(parents=True)
+    (runs["ta", "fpt", 2].folder / "failed.txt").write_text("exit code 1\n")
+    fake_record(runs["tb", "fpt", 0], 5.0)  # tb/orca: nothing at all
+
+    table = collect(list(runs.values()))
+    assert table.best("ta") == "orca" and table.best("tb") == "fpt"
+    text = markdown(table, "t")
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in text.splitlines()
+            if line.startswith("| orca") or line.startswith("| fpt")}
+    assert rows["orca (ours)"] == ["**12 ± 2 (n=3)**", "missing (0/3)"]
+    assert rows["fpt (ours)"] == ["25 ± 7.1 (n=2 of 3, 1 failed)", "**5 (n=1 of 3)**"]
+
+    paths = write_all(table, tmp_path / "out", "t")
+    with open(paths["csv"]) as f:
+        ta_fpt = next(r for r in csv.DictReader(f) if r["task"] == "ta" and r["method"] == "fpt")
+    assert float(ta_fpt["mean"]) == 25.0 and ta_fpt["n"] == "2" and ta_fpt["failed"] == "1"
+    assert paths["png"].stat().st_size > 10_000
+    alignment = paths["alignment"].read_text()
+    assert "| ta | orca | 10 ± 0 | 7 ± 1 | -30.0 % | pydoc-topics |" in alignment  # after: 8, 7, 6
+    assert "| ta | fpt | 1 | — | — | 10.5 | 2 | 13.5 | 1000 |" in alignment  # seeds 0, 1: finetune 10, 11 s
+
+
+def test_published_rows_only_when_asked(tmp_path):
+    suite = Suite(tasks=("ta",), methods=("orca",), seeds=(0,), budget="cpu")
+    runs = plan(suite, tmp_path)
+    fake_record(runs[0], 3.0)
+    assert "ORCA (published) | 1 |" in markdown(collect(runs, published=True), "t")
+    assert "published" not in markdown(collect(runs), "t")
+
+
+def run_script(*args):
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+
+
+def test_dry_run_plans_the_mini_suite(tmp_path):
+    proc = run_script("--suite", "mini", "--dry-run", "--out", str(tmp_path), "--data-root", "ecg=/data/ecg")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1] == "48 runs planned, 0 done" and len(lines) == 49
+    planned = {tuple(line.split()[:2]) + (line.split()[3],) for line in lines[:-1]}
+    assert planned == {(t, m, s) for t in ("ecg", "satellite", "darcy", "cifar10")
+                       for m in ("orca", "finetune", "fpt", "scratch") for s in "012"}
+    ecg = next(line for line in lines if line.startswith("ecg") and "method=fpt seed=2" in line)
+    assert "budget=cpu" in ecg and "data.root=/data/ecg" in ecg and f"hydra.run.dir={tmp_path}/runs/ecg/fpt/s2" in ecg
+    assert not any((tmp_path / "runs").glob("*"))  # nothing ran
+
+
+def test_bad_data_root_is_a_clear_error(tmp_path):
+    proc = run_script("--suite", "mini", "--dry-run", "--data-root", "ecg")
+    assert proc.returncode != 0 and "TASK=PATH" in proc.stderr
+
+
+def test_real_two_run_sweep_resumes(tmp_path):
+    args = ("--tasks", "digits", "--methods", "fpt", "scratch", "--seeds", "0", "--budget", "smoke",
+            "--override", "body=tiny-random", "--override", f"paths.cache_dir={tmp_path / 'cache'}",
+            "--out", str(tmp_path / "out"))
+    first = run_script(*args)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    assert "running 2" in first.stdout
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "| fpt (ours) |" in table and "| scratch (ours) |" in table and "missing" not in table
+    second = run_script(*args)
+    assert "2 of 2 runs already done; running 0" in second.stdout
+    assert second.returncode == 0
+
+
+def test_suites_are_the_issue_sizes():
+    mini, nb360 = SUITES["mini"], SUITES["nb360"]
+    assert len(mini.tasks) * len(mini.methods) * len(mini.seeds) == 48 and mini.budget == "cpu"
+    assert len(nb360.tasks) == 10 and nb360.published and nb360.budget == "paper"
