@@ -15,7 +15,8 @@ def write(root: Path) -> Path:
     for split, n in SIZES.items():
         labels = np.arange(n) % 18
         # each gesture drives one electrode harder than the others
-        x = 0.1 * rng.standard_normal((n, 52, 16)) + np.eye(16)[labels % 16][:, None, :] * (1 + labels[:, None, None] // 16)
+        strength = np.eye(16)[labels % 16] * (1 + labels[:, None] // 16)  # (n, 16)
+        x = 0.1 * rng.standard_normal((n, 52, 16)) + strength[:, None, :]
         np.save(root / f"ninapro_{split}.npy", x.astype(np.float32))
         np.save(root / f"label_{split}.npy", labels.astype(np.int64))
     return root
