@@ -75,7 +75,7 @@ def run_align(cfg: DictConfig, task: Task, train: TensorDataset, loaded, embedde
                                           seed=0, cache_dir=cfg.paths.cache_dir, download=cfg.data.download)
     log.info("align source: %s", description)
 
-    x, y = train.tensors
+    x, y = train.tensors[:2]  # a masked dense task also holds its mask
     labels = task.align_labels(y)
     options = _options(a.options, drop=())
     distance = DISTANCES.get(a.distance)(xs, ys, **options)
