@@ -5,22 +5,33 @@ count (a :class:`torchmetrics.MetricCollection` passes it only to metrics that a
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torchmetrics
 from torchmetrics.classification import BinaryAUROC
 
 
 class RelativeL2(torchmetrics.Metric):
-    """Mean over samples of ||pred - target||_2 / ||target||_2 (each sample's field flattened)."""
+    """Mean over samples of ||pred - target||_2 / ||target||_2 (each sample's field flattened).
+
+    `scale` and `shift` (broadcastable to one sample's field, e.g. (H, W)) undo a target
+    normalisation first: both pred and target are mapped to ``x * scale + shift``, so the
+    error is measured in physical units (Darcy's targets are normalised pointwise)."""
 
     higher_is_better = False
 
-    def __init__(self, **kwargs):
+    def __init__(self, scale: torch.Tensor | None = None, shift: torch.Tensor | None = None, **kwargs):
         super().__init__(**kwargs)
+        self.register_buffer("scale", torch.as_tensor(1.0 if scale is None else scale, dtype=torch.float32),
+                             persistent=False)
+        self.register_buffer("shift", torch.as_tensor(0.0 if shift is None else shift, dtype=torch.float32),
+                             persistent=False)
         self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.tensor(0), dist_reduce_fx="sum")
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        preds, target = preds * self.scale + self.shift, target * self.scale + self.shift
         diff = (preds - target).flatten(1).norm(dim=1)  # (B,)
         self.total += (diff / target.flatten(1).norm(dim=1).clamp_min(1e-12)).double().sum()
         self.count += preds.shape[0]
@@ -51,19 +62,73 @@ class ContactMAE(torchmetrics.Metric):
         long_range = (j - i >= self.min_separation).to(target.device)
         pairs = mask.bool() & long_range & (target <= self.threshold)  # (B, L, L)
         counts = pairs.flatten(1).sum(1)
-        errors = ((preds - target).abs() * pairs).flatten(1).sum(1)
+        errors = torch.where(pairs, (preds - target).abs(), 0.0).flatten(1).sum(1)  # NaN-safe off the pairs
         has_pairs = counts > 0  # a protein with no such pair has no MAE8 and is skipped
         self.total += (errors[has_pairs] / counts[has_pairs]).double().sum()
         self.count += int(has_pairs.sum())
 
-    def compute(self) -> torch.Tensor:
-        return (self.total / self.count.clamp_min(1)).float()
+    def compute(self) -> torch.Tensor:  # NaN when no protein had a pair, as the reference's nanmean
+        return (self.total / self.count).float() if self.count > 0 else torch.tensor(float("nan"))
 
 
 class MaskedBinaryAUROC(BinaryAUROC):
     """AUROC over every pixel whose mask is set, from scores (logits or probabilities),
-    never thresholded predictions: Cosmic's metric, with its ignore mask."""
+    never thresholded predictions: Cosmic's metric, with its ignore mask (masked pixels are
+    dropped, not counted as negatives).
+
+    Scores pass through a sigmoid in float64 on every update: it is monotone, so the AUROC
+    is unchanged, and it stops torchmetrics from guessing per batch whether the scores are
+    logits (a batch whose logits all fall in [0, 1] would otherwise stay unsquashed and be
+    ranked against squashed batches)."""
 
     def update(self, preds: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> None:
         keep = torch.ones_like(target, dtype=torch.bool) if mask is None else mask.bool()
-        super().update(preds[keep].float(), target[keep].long())
+        super().update(preds[keep].double().sigmoid(), target[keep].long())
+
+
+class _MeanOverDefinedLabels:
+    """Mixin for torchmetrics' multi-label curve metrics: the per-label scores averaged over
+    the labels on which the score is defined in the split (as the reference's ``nanmean``
+    over labels). torchmetrics' own ``average="macro"`` counts an undefined label as 0.
+
+    Inputs are logits (any range): they are mapped through a float64 sigmoid once, so that
+    torchmetrics never decides per batch whether to apply one (it does when a batch holds
+    values outside [0, 1]) and large logits keep distinct scores."""
+
+    needs_negatives: bool  # AUROC needs both classes in a label; AP only positives
+
+    def __init__(self, num_labels: int, **kwargs):
+        super().__init__(num_labels, average="none", **kwargs)
+        self.add_state("positives", torch.zeros(num_labels, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("negatives", torch.zeros(num_labels, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        target = target.long()  # 0/1 targets may arrive as floats (the multi-label contract)
+        super().update(preds.double().sigmoid(), target)  # (B, K) scores, (B, K) 0/1
+        self.positives += (target == 1).sum(0)
+        self.negatives += (target == 0).sum(0)
+
+    def compute(self) -> torch.Tensor:
+        defined = self.positives > 0
+        if self.needs_negatives:
+            defined &= self.negatives > 0
+        if not defined.any():
+            return torch.tensor(float("nan"))
+        with warnings.catch_warnings():  # torchmetrics warns about the undefined labels dropped here
+            warnings.simplefilter("ignore", UserWarning)
+            scores = super().compute()  # (K,)
+        return scores[defined].float().mean()
+
+
+class MultilabelMeanAUROC(_MeanOverDefinedLabels, torchmetrics.classification.MultilabelAUROC):
+    """Mean over labels of the AUROC from scores, skipping labels whose split holds no
+    positive or no negative (DeepSEA's metric, as the reference's nanmean of per-label AUC)."""
+
+    needs_negatives = True
+
+
+class MultilabelMeanAveragePrecision(_MeanOverDefinedLabels, torchmetrics.classification.MultilabelAveragePrecision):
+    """Mean over labels of the average precision from scores (mAP), skipping labels with no
+    positive in the split (AP is undefined there); FSD50K's metric."""
+
+    needs_negatives = False

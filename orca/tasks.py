@@ -31,6 +31,7 @@ import torchmetrics
 from torch.utils.data import TensorDataset
 
 from orca.errors import ConfigError, DataNotFoundError
+from orca.metrics import MultilabelMeanAUROC, MultilabelMeanAveragePrecision
 from orca.registry import TASKS
 
 SPLITS = ("train", "val", "test")
@@ -136,9 +137,9 @@ class MultiLabelTask(Task):
 
     def metrics(self):
         k = self.num_outputs
-        return torchmetrics.MetricCollection({
-            "auroc": torchmetrics.classification.MultilabelAUROC(k, average="macro"),
-            "map": torchmetrics.classification.MultilabelAveragePrecision(k, average="macro"),
+        return torchmetrics.MetricCollection({  # means over the labels where each is defined
+            "auroc": MultilabelMeanAUROC(k),
+            "map": MultilabelMeanAveragePrecision(k),
         })
 
 

@@ -36,8 +36,9 @@ def write(root: Path, seed: int = 0) -> Path:
             writer.writerow(["files", "labels", "ext"])
             for clip, labels, chunks in clips:
                 for k in range(chunks):
-                    audio = 0.05 * rng.standard_normal(RATE) + sum(0.3 * np.sin(2 * np.pi * TONES[n] * t) for n in labels)
+                    tones = sum(0.3 * np.sin(2 * np.pi * TONES[n] * t) for n in labels)
+                    audio = np.clip(0.05 * rng.standard_normal(RATE) + tones, -1, 1)
                     name = f"{clip}_{k:04d}.wav"
-                    scipy.io.wavfile.write(root / folder / name, RATE, (np.clip(audio, -1, 1) * 32767).astype(np.int16))
+                    scipy.io.wavfile.write(root / folder / name, RATE, (audio * 32767).astype(np.int16))
                     writer.writerow([f"data/{folder}/{name}", ",".join(labels), clip])
     return root

@@ -19,7 +19,8 @@ def series(labels: np.ndarray, seed: int) -> np.ndarray:
 
 def write(root: Path, train_per_class: int = 3, test_per_class: int = 1) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    for name, per_class, seed in (("satellite_train.npy", train_per_class, 0), ("satellite_test.npy", test_per_class, 1)):
+    files = (("satellite_train.npy", train_per_class, 0), ("satellite_test.npy", test_per_class, 1))
+    for name, per_class, seed in files:
         labels = np.repeat(np.arange(1, CLASSES + 1), per_class).astype(np.int64)
         np.save(root / name, {"data": series(labels, seed), "label": labels}, allow_pickle=True)
     return root
