@@ -115,3 +115,11 @@ def test_source_features_are_cached_per_body_and_source(tmp_path):
     again, labels_again, desc_again = load_source("conll2003", loaded, 16, 32, root, seed=0, cache_dir=tmp_path / "cache")
     assert desc_again.endswith("(cached)") and torch.equal(feats, again) and torch.equal(labels, labels_again)
     assert len(list((tmp_path / "cache" / "sources").iterdir())) == 1
+
+
+@pytest.mark.parametrize("budget", ["smoke", "cpu", "paper"])
+def test_fpt_keeps_its_own_optimiser_under_every_budget(make_cfg, budget):
+    fpt = make_cfg("task=ecg", "method=fpt", f"budget={budget}").finetune
+    assert (fpt.optimizer.name, fpt.optimizer.lr, fpt.optimizer.weight_decay, fpt.gradient_clip_val) == ("adam", 1e-3, 0, 1)
+    if budget == "paper":  # the other methods take the task's ORCA reference protocol
+        assert make_cfg("task=ecg", "method=orca", "budget=paper").finetune.optimizer.name == "sgd"
