@@ -43,7 +43,7 @@ def test_every_registered_task_builds(name):
 
 
 def _task_from_config(make_cfg, name, root):
-    cfg = make_cfg(f"task={name}", f"data.root={root}", "data.download=false")
+    cfg = make_cfg(f"task={name}", f"data.root={root}", "data.download=false", *getattr(WRITERS[name], "OVERRIDES", []))
     options = {k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items() if k != "name"}
     return create_task(name, **options)
 
