@@ -4,8 +4,11 @@ Each run is one ``python -m orca.train`` process writing into its own fixed fold
 ``<out>/runs/<task>/<method>/s<seed>``. One process per run (rather than a Hydra multirun)
 because a sweep must survive interruption and failure: a run whose ``results.json``
 exists is done and never rerun; a run without one (failed, killed, never started) is
-started again on the next call, and the pipeline resumes it from its stage checkpoints.
-A failure is recorded in ``failed.txt`` beside the run and does not stop the sweep.
+started again on the next call. A retried run starts afresh, its earlier attempt kept
+beside it as ``s<seed>.partial-<k>``: the record's time per stage must come from one
+uninterrupted process to be comparable across runs (a user rerunning ``orca.train`` in the
+same folder still resumes from the stage checkpoints). A failure is recorded in
+``failed.txt`` in the run's folder and does not stop the sweep.
 """
 from __future__ import annotations
 
@@ -97,15 +100,26 @@ def plan(suite: Suite, out: Path, tasks=None, methods=None, seeds=None, budget=N
     return runs
 
 
+def _set_aside(folder: Path) -> Path:
+    """Rename an unfinished run folder to the first free <name>.partial-<k>."""
+    k = 1
+    while (aside := folder.with_name(f"{folder.name}.partial-{k}")).exists():
+        k += 1
+    folder.rename(aside)
+    return aside
+
+
 def run_missing(runs: list[Run], log=print) -> dict[str, int]:
     """Run every planned run without a record, one process at a time; returns counts."""
     todo = [r for r in runs if not r.done]
     log(f"{len(runs) - len(todo)} of {len(runs)} runs already done; running {len(todo)}")
     counts = {"done": len(runs) - len(todo), "ran": 0, "failed": 0}
     for i, run in enumerate(todo, 1):
-        run.folder.mkdir(parents=True, exist_ok=True)
-        (run.folder / FAILED_NAME).unlink(missing_ok=True)
         log(f"[{i}/{len(todo)}] {run.task} {run.method} seed {run.seed} -> {run.folder}")
+        if run.folder.exists() and any(run.folder.iterdir()):
+            aside = _set_aside(run.folder)
+            log(f"    an earlier attempt is kept in {aside}; starting afresh")
+        run.folder.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         with open(run.folder / "stdout.log", "a") as stdout:
             proc = subprocess.run(run.command(), stdout=stdout, stderr=subprocess.PIPE, text=True)

@@ -96,6 +96,12 @@ def test_real_two_run_sweep_resumes(tmp_path):
     second = run_script(*args)
     assert "2 of 2 runs already done; running 0" in second.stdout
     assert second.returncode == 0
+    # An interrupted run (no record) is run again from scratch; its attempt is kept aside.
+    fpt = tmp_path / "out" / "runs" / "digits" / "fpt" / "s0"
+    (fpt / "results.json").unlink()
+    third = run_script(*args)
+    assert third.returncode == 0 and "1 of 2 runs already done; running 1" in third.stdout
+    assert (fpt / "results.json").exists() and (fpt.parent / "s0.partial-1" / "config.yaml").exists()
 
 
 def test_suites_are_the_issue_sizes():
