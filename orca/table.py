@@ -117,7 +117,8 @@ def write_csv(table: Table, path: Path) -> None:
 
 
 def plot(table: Table, path: Path) -> None:
-    """One panel per task: each seed's error as a dot, the mean as a bar with its spread."""
+    """One panel per task: each seed's error as a dot, the mean as a bar with its spread
+    (the axis spans the data, so that close methods stay apart)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -130,15 +131,19 @@ def plot(table: Table, path: Path) -> None:
         for x, method in enumerate(table.methods):
             cell = table.cells[method, task]
             if not cell.errors:
-                ax.text(x, 0, "missing", rotation=90, ha="center", va="bottom", fontsize=8, color="grey")
+                ax.annotate("missing", (x, 0.5), xycoords=("data", "axes fraction"), rotation=90, ha="center",
+                            va="center", fontsize=8, color="grey")
                 continue
-            ax.bar(x, cell.mean, yerr=cell.std or 0, capsize=4, alpha=0.8 if method == best else 0.45,
-                   color="tab:orange" if method == best else "tab:blue")
-            ax.plot([x] * len(cell.errors), cell.errors, "k.", markersize=5)
+            colour = "tab:orange" if method == best else "tab:blue"
+            ax.errorbar(x, cell.mean, yerr=cell.std or 0, fmt="s", color=colour, markersize=8, capsize=5)
+            ax.plot([x] * len(cell.errors), cell.errors, ".", color="black", markersize=4)
         ax.set_xticks(range(len(table.methods)), table.methods, rotation=30)
+        ax.set_xlim(-0.6, len(table.methods) - 0.4)
         ax.set_title(task, fontsize=10)
-        ax.set_ylabel(table.error_names.get(task, "error"), fontsize=8)
-    fig.suptitle("test error by method (bar: mean ± std over seeds; dots: seeds; orange: best)", fontsize=10)
+        ax.set_ylabel(f"{table.error_names.get(task, 'error')} (lower is better)", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("test error by method: mean ± std over seeds (squares), each seed (dots); orange = best mean",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
