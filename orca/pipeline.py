@@ -181,6 +181,7 @@ def train(cfg: DictConfig) -> dict:
                            output_shape=getattr(task, "output_shape", None), **head_options)
         model = OrcaModel(embedder, loaded.body, head)
         check_output_shape(task, model, splits.train)
+
     align_record = None
     if method.align and cfg.align.distance != "none":
         align_record = run_align(cfg, task, splits.train, loaded, embedder, run_dir, timer)
