@@ -104,6 +104,30 @@ def markdown(table: Table, title: str) -> str:
     return "\n".join(head + lines) + "\n"
 
 
+def versus_markdown(table: Table, reference: str = "orca") -> str:
+    """`reference` against each other method per task: difference of mean test errors, its
+    standard error sqrt(s1²/n1 + s2²/n2) over seeds, and a verdict: a difference beyond
+    two standard errors counts, anything smaller is within the seeds' spread."""
+    if reference not in table.methods or len(table.methods) < 2:
+        return ""
+    lines = [f"## {reference} against each baseline", "",
+             f"Δ = mean error of {reference} − mean error of the baseline (negative: {reference} is better); "
+             "SE = sqrt(s1²/n1 + s2²/n2) over seeds; |Δ| < 2 SE is within the spread.", "",
+             "| task | baseline | Δ | SE | verdict |", "|---|---|---|---|---|"]
+    for task in table.tasks:
+        ours = table.cells[reference, task]
+        for method in table.methods:
+            other = table.cells[method, task]
+            if method == reference or len(ours.errors) < 2 or len(other.errors) < 2:
+                continue
+            delta = ours.mean - other.mean
+            se = (ours.std ** 2 / len(ours.errors) + other.std ** 2 / len(other.errors)) ** 0.5
+            verdict = ("within the spread" if abs(delta) < 2 * se else
+                       f"{reference} better" if delta < 0 else f"{method} better")
+            lines.append(f"| {task} | {method} | {delta:+.4g} | {fmt(se, 2)} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_csv(table: Table, path: Path) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
@@ -189,7 +213,8 @@ def write_all(table: Table, out: Path, title: str) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / "table.md", "csv": out / "table.csv", "png": out / "table.png",
              "alignment": out / "alignment.md"}
-    paths["md"].write_text(markdown(table, title))
+    versus = versus_markdown(table)
+    paths["md"].write_text(markdown(table, title) + (f"\n{versus}" if versus else ""))
     write_csv(table, paths["csv"])
     plot(table, paths["png"])
     paths["alignment"].write_text(alignment_markdown(table))

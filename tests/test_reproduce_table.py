@@ -9,7 +9,7 @@ import pytest
 
 from conftest import ROOT
 from orca.sweep import SUITES, Suite, plan
-from orca.table import collect, markdown, write_all
+from orca.table import collect, markdown, versus_markdown, write_all
 
 SCRIPT = ROOT / "scripts" / "reproduce_table.py"
 
@@ -43,7 +43,12 @@ def test_table_from_records_with_missing_and_failed_runs(tmp_path):
     assert rows["orca (ours)"] == ["**12 ± 2 (n=3)**", "missing (0/3)"]
     assert rows["fpt (ours)"] == ["25 ± 7.1 (n=2 of 3, 1 failed)", "**5 (n=1 of 3)**"]
 
+    versus = versus_markdown(table)  # ta: orca 12 ± 2 (n=3) against fpt 25 ± 7.07 (n=2)
+    assert "| ta | fpt | -13 | 5.1 | orca better |" in versus  # SE = sqrt(4/3 + 50/2) = 5.13
+    assert "| tb |" not in versus  # fewer than two seeds on either side: no verdict
+
     paths = write_all(table, tmp_path / "out", "t")
+    assert "## orca against each baseline" in paths["md"].read_text()
     with open(paths["csv"]) as f:
         ta_fpt = next(r for r in csv.DictReader(f) if r["task"] == "ta" and r["method"] == "fpt")
     assert float(ta_fpt["mean"]) == 25.0 and ta_fpt["n"] == "2" and ta_fpt["failed"] == "1"
@@ -108,3 +113,13 @@ def test_suites_are_the_issue_sizes():
     mini, nb360 = SUITES["mini"], SUITES["nb360"]
     assert len(mini.tasks) * len(mini.methods) * len(mini.seeds) == 48 and mini.budget == "cpu"
     assert len(nb360.tasks) == 10 and nb360.published and nb360.budget == "paper"
+
+
+def test_versus_verdicts_weigh_the_difference_against_the_seed_spread(tmp_path):
+    suite = Suite(tasks=("ta",), methods=("orca", "fpt", "scratch"), seeds=(0, 1), budget="cpu")
+    runs = {(r.method, r.seed): r for r in plan(suite, tmp_path)}
+    for seed, (o, f, s) in enumerate([(10.0, 11.0, 30.0), (12.0, 12.0, 31.0)]):
+        fake_record(runs["orca", seed], o), fake_record(runs["fpt", seed], f), fake_record(runs["scratch", seed], s)
+    versus = versus_markdown(collect(list(runs.values())))
+    assert "| ta | fpt | -0.5 | 1.1 | within the spread |" in versus  # SE = sqrt(2/2 + 0.5/2)
+    assert "| ta | scratch | -19.5 | 1.1 | orca better |" in versus
