@@ -112,7 +112,7 @@ def versus_markdown(table: Table, reference: str = "orca") -> str:
         return ""
     lines = [f"## {reference} against each baseline", "",
              f"Δ = mean error of {reference} − mean error of the baseline (negative: {reference} is better); "
-             "SE = sqrt(s1²/n1 + s2²/n2) over seeds; |Δ| < 2 SE is within the spread.", "",
+             "SE = sqrt(s1²/n1 + s2²/n2) over seeds; |Δ| ≤ 2 SE is within the spread.", "",
              "| task | baseline | Δ | SE | verdict |", "|---|---|---|---|---|"]
     for task in table.tasks:
         ours = table.cells[reference, task]
@@ -122,7 +122,7 @@ def versus_markdown(table: Table, reference: str = "orca") -> str:
                 continue
             delta = ours.mean - other.mean
             se = (ours.std ** 2 / len(ours.errors) + other.std ** 2 / len(other.errors)) ** 0.5
-            verdict = ("within the spread" if abs(delta) < 2 * se else
+            verdict = ("within the spread" if abs(delta) <= 2 * se else
                        f"{reference} better" if delta < 0 else f"{method} better")
             lines.append(f"| {task} | {method} | {delta:+.4g} | {fmt(se, 2)} | {verdict} |")
     return "\n".join(lines) + "\n"
