@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from orca.errors import ConfigError
 
 TRAINABLE = ("all", "fpt")
+MODELS = ("transformer", "classical")
 
 
 @dataclass
@@ -19,6 +20,8 @@ class MethodConfig:
         head; attention and MLP frozen).
     embedder: embedder name overriding the task's (FPT's linear patch layer), or None.
     head_pool: pooling overriding the head's ("last" for FPT), or None.
+    model: "transformer" (embedder, body, head), or "classical" (scikit-learn on the
+        flattened inputs, see orca/classical.py; the other fields do not apply).
     """
 
     name: str
@@ -27,8 +30,11 @@ class MethodConfig:
     trainable: str = "all"
     embedder: str | None = None
     head_pool: str | None = None
+    model: str = "transformer"
 
     def __post_init__(self):
+        if self.model not in MODELS:
+            raise ConfigError(f"method.model={self.model!r}; known: {', '.join(MODELS)}")
         if self.trainable not in TRAINABLE:
             raise ConfigError(f"method.trainable={self.trainable!r}; known: {', '.join(TRAINABLE)}")
         if self.align and not self.pretrained:

@@ -132,3 +132,34 @@ class MultilabelMeanAveragePrecision(_MeanOverDefinedLabels, torchmetrics.classi
     positive in the split (AP is undefined there); FSD50K's metric."""
 
     needs_negatives = False
+
+
+class GroupVoteF1(torchmetrics.Metric):
+    """Macro-F1 over groups (ECG: recordings) instead of samples (windows): each group's
+    prediction is the majority vote of its samples' predicted classes (a tie goes to the
+    lowest class index), its label the majority of its samples' labels; NAS-Bench-360's
+    per-recording evaluation. ``update(preds (B, K) scores, target (B,), groups (B,))``."""
+
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, num_classes: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        for name in ("votes", "labels", "groups"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor, groups: torch.Tensor) -> None:
+        self.votes.append(preds.argmax(-1))
+        self.labels.append(target.long())
+        self.groups.append(groups.long())
+
+    def compute(self) -> torch.Tensor:
+        cat = torchmetrics.utilities.dim_zero_cat
+        votes, labels, groups = cat(self.votes), cat(self.labels), cat(self.groups)
+        _, group = torch.unique(groups, return_inverse=True)  # (n,) 0..G-1
+        k, g = self.num_classes, int(group.max()) + 1
+        vote_counts = torch.zeros(g, k, dtype=torch.long, device=votes.device).index_put_((group, votes), torch.ones_like(votes), accumulate=True)
+        label_counts = torch.zeros(g, k, dtype=torch.long, device=votes.device).index_put_((group, labels), torch.ones_like(labels), accumulate=True)
+        return torchmetrics.functional.classification.multiclass_f1_score(
+            vote_counts.argmax(1), label_counts.argmax(1), k, average="macro")

@@ -11,7 +11,11 @@ same folder skips the stages that finished. A folder that holds a finished run's
 from __future__ import annotations
 
 import importlib
+import json
 import logging
+import re
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
@@ -23,6 +27,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from orca.align.sources import load_source
 from orca.bodies import load_body
+from orca.classical import fit_classical
+from orca.budget import StepPlan, calibrate, fixed_plan, plan_steps
 from orca.embedders import create_embedder
 from orca.errors import ConfigError, RunExistsError
 from orca.heads import create_head
@@ -104,31 +110,77 @@ def run_align(cfg: DictConfig, task: Task, train: TensorDataset, loaded, embedde
     return record
 
 
+def plan_finetune(cfg: DictConfig, module: FinetuneStage, train: DataLoader, splits, run_dir: Path,
+                  timer: StageTimer) -> StepPlan:
+    """How many steps to train and how often to validate: finetune.max_steps when given,
+    else as many as fit in what is left of budget_s (calibrated on this machine). The plan
+    is kept in the run folder, so that a resumed run follows the one it started with."""
+    f = cfg.finetune
+    path = run_dir / "checkpoints" / "finetune-plan.json"
+    if path.exists():
+        return StepPlan(**{**json.loads(path.read_text()), "calibration": None})
+    if f.max_steps and f.max_steps > 0:
+        plan = fixed_plan(f.max_steps, f.num_validations)
+    elif cfg.get("budget_s"):
+        calibration = calibrate(module, train, f.accumulate_grad_batches,
+                                splits.val.tensors[0][: f.eval_batch_size])
+        seconds_left = cfg.budget_s - timer.elapsed()
+        plan = plan_steps(calibration, seconds_left, len(splits.val), len(splits.test), f.num_validations)
+        log.info("time budget: %.0f s left, %.3f s a step -> %d steps, validating every %d",
+                 seconds_left, calibration.step_s, plan.max_steps, plan.val_every)
+    else:
+        return None  # epochs (budget=paper): the trainer's own options
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(plan.to_dict(), indent=2))
+    return plan
+
+
 def run_finetune(cfg: DictConfig, task: Task, splits, model: OrcaModel, run_dir: Path, timer: StageTimer):
-    """Stage 3. Returns val metrics of the selected weights, their test metrics, their checkpoint."""
+    """Stage 3. Returns val metrics of the selected weights, their test metrics, their
+    checkpoint, and what the stage did (steps planned and done, seconds a step)."""
     f = cfg.finetune
     gen = torch.Generator().manual_seed(cfg.seed)
     train = DataLoader(splits.train, batch_size=f.batch_size, shuffle=True, generator=gen)
     val = DataLoader(splits.val, batch_size=f.eval_batch_size)
     test = DataLoader(splits.test, batch_size=f.eval_batch_size)
-    module = FinetuneStage(model, task, optimizer=f.optimizer, warmup_frac=f.warmup_frac)
+    module = FinetuneStage(model, task, optimizer=f.optimizer, warmup_frac=f.warmup_frac, new_lr=f.new_lr)
     ckpt_dir = run_dir / "checkpoints" / "finetune"
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best-{step}", monitor="val/error", mode="min",
                            save_top_k=1, save_last=True)
-    trainer = _trainer(
-        cfg, run_dir, "finetune", callbacks=[best], max_steps=f.max_steps, max_epochs=f.max_epochs,
-        val_check_interval=f.val_check_interval, check_val_every_n_epoch=f.check_val_every_n_epoch,
-        accumulate_grad_batches=f.accumulate_grad_batches, gradient_clip_val=f.gradient_clip_val,
-    )
+    with timer.stage("calibrate"):
+        plan = plan_finetune(cfg, module, DataLoader(splits.train, batch_size=f.batch_size, shuffle=True,
+                                                     generator=torch.Generator().manual_seed(cfg.seed + 1)),
+                             splits, run_dir, timer)
+    schedule = dict(max_steps=f.max_steps, max_epochs=f.max_epochs, val_check_interval=f.val_check_interval,
+                    check_val_every_n_epoch=f.check_val_every_n_epoch)
+    if plan is not None:
+        schedule = dict(max_steps=plan.max_steps, max_epochs=None, check_val_every_n_epoch=None,
+                        val_check_interval=plan.val_every * f.accumulate_grad_batches)
+        if plan.seconds_left is not None:  # a hard stop if this machine turns slower than calibrated
+            schedule["max_time"] = timedelta(seconds=max(1.0, cfg.budget_s - timer.elapsed() - 10))
+    trainer = _trainer(cfg, run_dir, "finetune", callbacks=[best], accumulate_grad_batches=f.accumulate_grad_batches,
+                       gradient_clip_val=f.gradient_clip_val, **schedule)
     last = ckpt_dir / "last.ckpt"
     with timer.stage("finetune"):
+        t0 = time.perf_counter()
         trainer.fit(module, train, val, ckpt_path=last if last.exists() else None)
+        fit_s = time.perf_counter() - t0
     if not best.best_model_path:
         raise ConfigError("no validation ran during fine-tuning: make finetune.val_check_interval <= max_steps")
     with timer.stage("test"):
         val_metrics = trainer.validate(module, val, ckpt_path=best.best_model_path, verbose=False)[0]
         test_metrics = trainer.test(module, test, ckpt_path=best.best_model_path, verbose=False)[0]
-    return _unprefix(val_metrics, "val/"), _unprefix(test_metrics, "test/"), best.best_model_path
+    steps = int(trainer.global_step)
+    summary = {"steps_done": steps, "steps_planned": plan.max_steps if plan else None,
+               "stopped_on_time": bool(plan and steps < plan.max_steps),
+               "seconds_per_step": round(fit_s / max(1, steps), 4), "selected_step": _step_of(best.best_model_path),
+               "plan": plan.to_dict() if plan else None}
+    return _unprefix(val_metrics, "val/"), _unprefix(test_metrics, "test/"), best.best_model_path, summary
+
+
+def _step_of(checkpoint: str) -> int | None:
+    match = re.search(r"step=(\d+)", Path(checkpoint).name)
+    return int(match.group(1)) if match else None
 
 
 @torch.no_grad()
@@ -147,28 +199,9 @@ def _unprefix(metrics: dict, prefix: str) -> dict[str, float]:
     return {k.removeprefix(prefix): float(v) for k, v in metrics.items()}
 
 
-def train(cfg: DictConfig) -> dict:
-    """Run one experiment end to end; returns its record (also written to results.json)."""
-    run_dir = Path(cfg.paths.run_dir)
-    if (run_dir / RECORD_NAME).exists():
-        raise RunExistsError(f"{run_dir / RECORD_NAME} exists: that run is finished and is not overwritten; "
-                             "choose another hydra.run.dir or remove the folder")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_path = run_dir / "config.yaml"
-    if not config_path.exists():
-        config_path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    for module in cfg.get("plugins") or []:  # the user's own components register on import
-        importlib.import_module(module)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    timer = StageTimer()
-    method = MethodConfig(**_options(cfg.method, drop=()))
-
-    with timer.stage("data"):
-        task = create_task(cfg.task.name, **_options(cfg.task))
-        splits = task.load(cfg.data.root, download=cfg.data.download,
-                           max_samples=_options(cfg.data.max_samples, drop=()), seed=cfg.data.subset_seed)
-    log.info("task %s: %s samples (train/val/test), input %s", task.name, splits.sizes(), task.input_shape)
-
+def _run_transformer(cfg: DictConfig, task: Task, splits, method: MethodConfig, run_dir: Path, timer: StageTimer):
+    """Stages 1-3 for embedder -> body -> head; returns val and test metrics, the align and
+    fine-tune records, the parameter counts and the selected checkpoint."""
     with timer.stage("embed"):  # stage 1: build embedder, body, head
         loaded = load_body(cfg.body.name, cfg.body.path, pretrained=method.pretrained)
         embedder = create_embedder(method.embedder or cfg.embedder.name, task.input_shape, loaded.body,
@@ -188,17 +221,51 @@ def train(cfg: DictConfig) -> dict:
 
     model.train()  # Hugging Face loads bodies in eval mode
     model.set_trainable(method.trainable)
-    val_metrics, test_metrics, best_path = run_finetune(cfg, task, splits, model, run_dir, timer)
+    val_metrics, test_metrics, best_path, finetune_record = run_finetune(cfg, task, splits, model, run_dir, timer)
+    return val_metrics, test_metrics, align_record, finetune_record, model.parameter_counts(), best_path
+
+
+def train(cfg: DictConfig) -> dict:
+    """Run one experiment end to end; returns its record (also written to results.json)."""
+    run_dir = Path(cfg.paths.run_dir)
+    if (run_dir / RECORD_NAME).exists():
+        raise RunExistsError(f"{run_dir / RECORD_NAME} exists: that run is finished and is not overwritten; "
+                             "choose another hydra.run.dir or remove the folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path = run_dir / "config.yaml"
+    if not config_path.exists():
+        config_path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    for module in cfg.get("plugins") or []:  # the user's own components register on import
+        importlib.import_module(module)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    timer = StageTimer()
+    method = MethodConfig(**_options(cfg.method, drop=()))
+
+    with timer.stage("data"):
+        task = create_task(cfg.task.name, **_options(cfg.task, drop=("name", "cpu_budget_s")))
+        splits = task.load(cfg.data.root, download=cfg.data.download,
+                           max_samples=_options(cfg.data.max_samples, drop=()), seed=cfg.data.subset_seed)
+    log.info("task %s: %s samples (train/val/test), input %s", task.name, splits.sizes(), task.input_shape)
+
+    classical = method.model == "classical"
+    if classical:
+        with timer.stage("fit"):
+            val_metrics, test_metrics, method_record, params = fit_classical(task, splits, seed=cfg.seed)
+        align_record, best_path = None, None
+    else:
+        val_metrics, test_metrics, align_record, method_record, params, best_path = _run_transformer(
+            cfg, task, splits, method, run_dir, timer)
     record = {
-        "task": task.name, "method": method.name, "body": cfg.body.name, "seed": int(cfg.seed),
+        "task": task.name, "method": method.name, "body": None if classical else cfg.body.name, "seed": int(cfg.seed),
         "budget": cfg.budget_name,
         "metrics": {"val": val_metrics, "test": test_metrics},
         "error_name": task.error_name, "paper": task.paper,
         "align": align_record,
+        "finetune": None if classical else method_record, "classical": method_record if classical else None,
         "time_s": timer.totals(), "peak_rss_mb": round(peak_rss_mb(), 1),
         "peak_rss_mb_by_stage": timer.peak_rss_mb,
-        "data_sizes": splits.sizes(), "params": model.parameter_counts(),
-        "checkpoint": str(best_path), "versions": package_versions(),
+        "data_sizes": splits.sizes(), "params": params,
+        "checkpoint": best_path and str(best_path), "versions": package_versions(),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     write_record(run_dir, record)

@@ -34,6 +34,10 @@ class StageTimer:
             self.time_s[name] = round(time.perf_counter() - t0, 2)
             self.peak_rss_mb[name] = round(peak_rss_mb(), 1)
 
+    def elapsed(self) -> float:
+        """Seconds since the run started."""
+        return time.perf_counter() - self.start
+
     def totals(self) -> dict[str, float]:
         return {**self.time_s, "total": round(time.perf_counter() - self.start, 2)}
 

@@ -79,35 +79,43 @@ def build_optimizer(params, name: str, lr: float, weight_decay: float = 0.0, mom
 
 class FinetuneStage(L.LightningModule):
     """Trains the model on the task loss; validation and test metrics over whole splits,
-    logged as ``val/<metric>`` and ``test/<metric>`` plus ``val/error`` (the paper's number)."""
+    logged as ``val/<metric>`` and ``test/<metric>`` plus ``val/error`` (the paper's number).
 
-    def __init__(self, model: torch.nn.Module, task: Task, optimizer: dict, warmup_frac: float):
+    Two parameter groups: the pretrained body at ``optimizer["lr"]``, and the newly
+    initialised embedder and head at `new_lr` (None: the same lr). The learning rate warms
+    up linearly over `warmup_frac` of the steps, then decays linearly to 0 at the last step.
+    """
+
+    def __init__(self, model: torch.nn.Module, task: Task, optimizer: dict, warmup_frac: float,
+                 new_lr: float | None = None):
         super().__init__()
         self.model, self.task = model, task
-        self.optimizer_options, self.warmup_frac = dict(optimizer), warmup_frac
+        self.optimizer_options, self.warmup_frac, self.new_lr = dict(optimizer), warmup_frac, new_lr
         self.val_metrics = task.metrics().clone(prefix="val/")
         self.test_metrics = task.metrics().clone(prefix="test/")
 
     def forward(self, x):
         return self.model(x)
 
+    def loss(self, batch) -> torch.Tensor:
+        x, y, *rest = batch  # then the task's extras: a dense task's mask, ECG's recording ids
+        return self.task.loss(self.model(x), y, self.task.extras(rest).get("mask"))
+
     def training_step(self, batch, _):
-        x, y, *mask = batch  # a masked dense task's batch also holds its mask
-        loss = self.task.loss(self.model(x), y, *mask)
+        loss = self.loss(batch)
         check_finite(loss, "finetune", self.global_step)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    @staticmethod
-    def _update(metrics, model, batch) -> None:
-        x, y, *mask = batch
-        metrics.update(model(x), y, **({"mask": mask[0]} if mask else {}))
+    def _update(self, metrics, batch) -> None:
+        x, y, *rest = batch  # each metric receives the extras it names (mask=..., groups=...)
+        metrics.update(self.model(x), y, **self.task.extras(rest))
 
     def validation_step(self, batch, _):
-        self._update(self.val_metrics, self.model, batch)
+        self._update(self.val_metrics, batch)
 
     def test_step(self, batch, _):
-        self._update(self.test_metrics, self.model, batch)
+        self._update(self.test_metrics, batch)
 
     def _log_split(self, metrics, prefix: str) -> None:
         values = {k.removeprefix(prefix): float(v) for k, v in metrics.compute().items()}
@@ -121,9 +129,18 @@ class FinetuneStage(L.LightningModule):
     def on_test_epoch_end(self):
         self._log_split(self.test_metrics, "test/")
 
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """The body's trainable parameters at lr, the embedder's and head's at new_lr."""
+        options = dict(self.optimizer_options)
+        lr = options.pop("lr")
+        new = [p for part in (self.model.embedder, self.model.head) for p in part.parameters() if p.requires_grad]
+        body = [p for p in self.model.body.parameters() if p.requires_grad]
+        groups = [{"params": body, "lr": lr, "name": "body"},
+                  {"params": new, "lr": self.new_lr or lr, "name": "embedder+head"}]
+        return build_optimizer([g for g in groups if g["params"]], lr=lr, **options)
+
     def configure_optimizers(self):
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        opt = build_optimizer(params, **self.optimizer_options)
+        opt = self.make_optimizer()
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(self.warmup_frac * total)
 

@@ -63,10 +63,13 @@ class Task(ABC):
     error_name: ClassVar[str]  # what `error` means, e.g. "1 - macro-F1"
     paper: ClassVar[dict[str, float]] = {}  # the comparison table's column (DESIGN.md section 4)
     align_clusters: ClassVar[int] = 10  # k of the k-means pseudo-labels (non-class targets)
+    # What the arrays after (inputs, targets) hold, by name: a dense task's mask, or the
+    # recording each window was cut from ("groups", (n,) int64; subsets keep whole groups).
+    extra_names: ClassVar[tuple[str, ...]] = ("mask",)
 
     @abstractmethod
     def load_arrays(self, root: Path, download: bool) -> dict[str, tuple[np.ndarray, ...]]:
-        """Return {split: (inputs, targets) or (inputs, targets, mask)} for train, val, test."""
+        """Return {split: (inputs, targets, *extras)} for train, val, test (see `extra_names`)."""
 
     def load(self, root: str | Path, download: bool = True, max_samples: dict | None = None,
              seed: int = 0) -> Splits:
@@ -81,11 +84,15 @@ class Task(ABC):
                 )
             cap = (max_samples or {}).get(split)
             if cap is not None and len(x) > cap:  # a budget's cap: a fixed random subset
-                keep = np.sort(np.random.default_rng(seed).permutation(len(x))[:cap])
+                keep = capped_subset(len(x), cap, seed, self.extras(targets[1:]).get("groups"))
                 x, targets = x[keep], [t[keep] for t in targets]
             tensors[split] = TensorDataset(torch.as_tensor(x, dtype=torch.float32),
                                            *(torch.as_tensor(t) for t in targets))
         return Splits(**tensors)
+
+    def extras(self, tensors) -> dict:
+        """The tensors after (inputs, targets) of a batch or split, by name."""
+        return dict(zip(self.extra_names, tensors))
 
     # --- outputs -----------------------------------------------------------------
     @abstractmethod
@@ -150,6 +157,21 @@ class DenseTask(Task):
     output_kind = "dense"
     num_outputs = 1
     output_shape: tuple[int, int]
+
+
+def capped_subset(n: int, cap: int, seed: int, groups: np.ndarray | None = None) -> np.ndarray:
+    """Sorted indices of a fixed random subset of at most `cap` of n samples. With `groups`
+    (n,), whole groups are kept (in a seeded random order, while they fit), so that a
+    recording's windows are never split by the cap."""
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        return np.sort(rng.permutation(n)[:cap])
+    groups = np.asarray(groups)
+    ids, counts = np.unique(groups, return_counts=True)
+    order = rng.permutation(len(ids))
+    fits = np.cumsum(counts[order]) <= cap
+    fits[0] = True  # at least one group, however large
+    return np.flatnonzero(np.isin(groups, ids[order][fits]))
 
 
 def kmeans_labels(targets: torch.Tensor, k: int = 10, seed: int = 0, max_dims: int = 1024,

@@ -12,24 +12,35 @@ from tasks.ecg import URL, read_reference, windows
 def test_windows_are_zscored_1000_with_stride_500():
     signal = np.arange(2600, dtype=np.float32)
     w = windows(signal, 1000, 500)
-    assert w.shape == (4, 1000)  # starts 0, 500, 1000, 1500
+    assert w.shape == (4, 1000)  # starts 0, 500, 1000, 1500 (< 2600 - 1000, NAS-Bench-360's range)
     z = (signal - signal.mean()) / signal.std()
     np.testing.assert_allclose(w[1], z[500:1500], rtol=1e-5)
+    assert windows(signal[:2500], 1000, 500).shape == (3, 1000)  # 1500 = T - 1000 is not a start
+    assert windows(signal[:800], 1000, 500).shape == (1, 1000)  # short: one zero-padded window
+
+
+def test_training_windows_take_the_published_class_strides():
+    assert create_task("ecg").strides == [500, 83, 250, 25]  # N, A, O, ~
 
 
 def test_loader_reads_release_and_splits_by_recording(ecg_root):
     task = create_task("ecg")
     splits = task.load(ecg_root, download=False)
-    x, y = splits.train.tensors
+    x, y, groups = splits.train.tensors
     assert x.shape[1:] == (1, 1000) and x.dtype == torch.float32
     assert set(y.unique().tolist()) == {0, 1, 2, 3}
-    # Each recording's windows all land in one split: recover recordings by re-windowing.
+    # Every recording is cut with its class's stride, in whichever split it lands.
     records = read_reference(ecg_root / "training2017")
-    n_windows = {name: len(windows(np.zeros(int((ecg_root / "training2017" / f"{name}.hea").read_text().split()[3])),
-                                    1000, 500)) for name, _ in records}
+    n_windows = [len(windows(np.zeros(int((ecg_root / "training2017" / f"{name}.hea").read_text().split()[3])),
+                             1000, task.strides[label])) for name, label in records]
     total = sum(len(getattr(splits, s)) for s in ("train", "val", "test"))
-    assert total == sum(n_windows.values())
-    # Train/val/test hold disjoint recordings: every window of a split matches a recording of it.
+    assert total == sum(n_windows)
+    # Train/val/test hold disjoint recordings, and the group ids say which recording a window is from.
+    split_groups = [set(getattr(splits, s).tensors[2].tolist()) for s in ("train", "val", "test")]
+    assert not (split_groups[0] & split_groups[1] or split_groups[0] & split_groups[2] or split_groups[1] & split_groups[2])
+    assert sum(len(g) for g in split_groups) == len(records)
+    for g in split_groups[0]:
+        assert (groups == g).sum() == n_windows[g] and len(set(y[groups == g].tolist())) == 1
     train_vectors = {tuple(row[:20].tolist()) for row in x[:, 0]}
     test_vectors = {tuple(row[:20].tolist()) for row in splits.test.tensors[0][:, 0]}
     assert not train_vectors & test_vectors
@@ -57,11 +68,15 @@ def test_missing_data_names_path_and_url(tmp_path):
     assert URL in str(err.value)
 
 
-def test_budget_caps_take_fixed_subsets(ecg_root):
+def test_budget_caps_take_fixed_subsets_of_whole_recordings(ecg_root):
     full = create_task("ecg").load(ecg_root, download=False)
-    capped = create_task("ecg").load(ecg_root, download=False, max_samples={"test": 5}, seed=0)
-    assert len(capped.test) == 5 and len(capped.train) == len(full.train)
-    again = create_task("ecg").load(ecg_root, download=False, max_samples={"test": 5}, seed=0)
+    cap = len(full.test) // 2
+    capped = create_task("ecg").load(ecg_root, download=False, max_samples={"test": cap}, seed=0)
+    assert 0 < len(capped.test) <= cap and len(capped.train) == len(full.train)
+    kept = capped.test.tensors[2]
+    for g in kept.unique():  # every kept recording keeps all its windows
+        assert (kept == g).sum() == (full.test.tensors[2] == g).sum()
+    again = create_task("ecg").load(ecg_root, download=False, max_samples={"test": cap}, seed=0)
     assert torch.equal(capped.test.tensors[0], again.test.tensors[0])
 
 
@@ -70,8 +85,21 @@ def test_error_is_one_minus_macro_f1():
     metrics = task.metrics()
     logits = torch.eye(4)[[0, 0, 1, 2, 3, 3]]
     targets = torch.tensor([0, 1, 1, 2, 3, 0])
-    metrics.update(logits, targets)
+    groups = torch.arange(6)  # one window a recording: the vote is the window's prediction
+    metrics.update(logits, targets, groups=groups)
     values = {k: float(v) for k, v in metrics.compute().items()}
     # per-class F1: class 0: p=1/2 r=1/2 -> .5; class 1: p=1 r=1/2 -> 2/3; class 2: 1; class 3: p=1/2 r=1 -> 2/3
     assert values["f1_macro"] == pytest.approx((0.5 + 2 / 3 + 1 + 2 / 3) / 4)
+    assert values["record_f1_macro"] == pytest.approx(values["f1_macro"])
     assert task.error(values) == pytest.approx(1 - values["f1_macro"])
+
+
+def test_record_f1_votes_over_each_recordings_windows():
+    metrics = create_task("ecg").metrics()
+    # recording 0 (class 1): windows predict 1, 1, 0 -> 1; recording 1 (class 0): 0, 2 -> tie, lowest: 0;
+    # recording 2 (class 2): 3 -> 3 (wrong).
+    votes = torch.tensor([1, 1, 0, 0, 2, 3])
+    metrics.update(torch.eye(4)[votes], torch.tensor([1, 1, 1, 0, 0, 2]), groups=torch.tensor([5, 5, 5, 9, 9, 7]))
+    values = {k: float(v) for k, v in metrics.compute().items()}
+    # records: predicted (1, 0, 3) against true (1, 0, 2): F1 class 0: 1, class 1: 1, class 2: 0, class 3: 0
+    assert values["record_f1_macro"] == pytest.approx(2 / 4)
