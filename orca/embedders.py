@@ -178,5 +178,28 @@ class SwinPatchEmbedder(Embedder):
         return self.add_positions(self.norm(tokens))
 
 
-def create_embedder(name: str, input_shape, body: Body, **options) -> Embedder:
-    return EMBEDDERS.get(name)(input_shape, body, **options)
+def tokens_for(input_shape, values_per_token: int, max_tokens: int) -> int:
+    """The token rule for a task without tuned tokens, as a target_len: each token carries
+    at least `values_per_token` input values (C x patch), and there are at most
+    `max_tokens` (1x8x8 digits -> 4 tokens at 16 values a token; 1x46 satellite -> 2;
+    1x1000 ECG -> 62, i.e. 50 tokens of 20), or, for an image whose sides share no
+    large divisor, the fewest square patches there are (1x96x102 -> 16x17 patches of 6)."""
+    if values_per_token < 1 or max_tokens < 1:
+        raise ConfigError(f"embedder.values_per_token ({values_per_token}) and embedder.max_tokens ({max_tokens}) "
+                          "must be positive")
+    fewest = 1
+    if len(input_shape) == 3:
+        side = math.gcd(input_shape[1], input_shape[2])
+        fewest = (input_shape[1] // side) * (input_shape[2] // side)
+    return max(fewest, min(max_tokens, math.prod(input_shape) // values_per_token))
+
+
+def create_embedder(name: str, input_shape, body: Body, target_len: int | None = None,
+                    values_per_token: int = 16, max_tokens: int = 64, **options) -> Embedder:
+    """EMBEDDERS[name](input_shape, body, target_len=..., **options); a target_len of None
+    follows the token rule (:func:`tokens_for`)."""
+    if target_len is None:
+        target_len = tokens_for(input_shape, values_per_token, max_tokens)
+    elif target_len < 1:
+        raise ConfigError(f"embedder.target_len must be a positive number of tokens, got {target_len}")
+    return EMBEDDERS.get(name)(input_shape, body, target_len=target_len, **options)

@@ -156,7 +156,7 @@ def run_finetune(cfg: DictConfig, task: Task, splits, model: OrcaModel, run_dir:
     if plan is not None:
         schedule = dict(max_steps=plan.max_steps, max_epochs=None, check_val_every_n_epoch=None,
                         val_check_interval=plan.val_every * f.accumulate_grad_batches)
-        if plan.seconds_left is not None:  # a hard stop if this machine turns slower than calibrated
+        if plan.seconds_left is not None and f.stop_on_time:  # if this machine turns slower than calibrated
             schedule["max_time"] = timedelta(seconds=max(1.0, cfg.budget_s - timer.elapsed() - 10))
     trainer = _trainer(cfg, run_dir, "finetune", callbacks=[best], accumulate_grad_batches=f.accumulate_grad_batches,
                        gradient_clip_val=f.gradient_clip_val, **schedule)
@@ -222,6 +222,7 @@ def _run_transformer(cfg: DictConfig, task: Task, splits, method: MethodConfig, 
     model.train()  # Hugging Face loads bodies in eval mode
     model.set_trainable(method.trainable)
     val_metrics, test_metrics, best_path, finetune_record = run_finetune(cfg, task, splits, model, run_dir, timer)
+    finetune_record["token_grid"] = list(embedder.grid)
     return val_metrics, test_metrics, align_record, finetune_record, model.parameter_counts(), best_path
 
 
@@ -242,7 +243,7 @@ def train(cfg: DictConfig) -> dict:
     method = MethodConfig(**_options(cfg.method, drop=()))
 
     with timer.stage("data"):
-        task = create_task(cfg.task.name, **_options(cfg.task, drop=("name", "cpu_budget_s")))
+        task = create_task(cfg.task.name, **_options(cfg.task))
         splits = task.load(cfg.data.root, download=cfg.data.download,
                            max_samples=_options(cfg.data.max_samples, drop=()), seed=cfg.data.subset_seed)
     log.info("task %s: %s samples (train/val/test), input %s", task.name, splits.sizes(), task.input_shape)

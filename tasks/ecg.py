@@ -6,11 +6,14 @@ Preprocessing as NAS-Bench-360 and ORCA (``slide_and_cut``): z-score each record
 windows of 1,000 samples starting every `stride` samples, where the stride depends on the
 recording's class (500 // (1, 6, 2, 20) for N, A, O, ~: 500, 83, 250, 25; starts
 0, s, 2s, ... < T - 1000, as published), which oversamples the rare classes; labels
-N, A, O, ~ -> 0..3. The full set gives 327,804 windows this way. Recordings, not windows,
-are split into train / validation / test (stratified by label, fixed seed; the reference
-splits recordings too), so no recording feeds two splits; validation and test windows are
-cut the same way as the training windows (as published: the window-level metric is the
-paper's), and a budget's cap on a split keeps whole recordings.
+N, A, O, ~ -> 0..3 (the full set gives 327,804 windows this way). Recordings, not windows,
+are split into train / validation / test (stratified by label, fixed seed), so no
+recording feeds two splits.
+
+Validation and test windows are cut with one stride for every class, `eval_stride` (500:
+each second half of a window starts the next one), so that which windows are scored does
+not depend on their label; ``task.eval_stride=null`` cuts them with the class strides, as
+the reference code does for its test set. A budget's cap on a split keeps whole recordings.
 
 Metrics over the whole split: window-level macro-F1, whose 1 - F1 is the paper's number
 (`error`), and `record_f1_macro`, NAS-Bench-360's per-recording evaluation (majority vote
@@ -67,10 +70,11 @@ class ECG(ClassificationTask):
              "FPT": 0.50, "ORCA": 0.28}
     extra_names = ("groups",)  # the recording each window was cut from
 
-    def __init__(self, window: int = 1000, stride: int = 500, val_frac: float = 0.1,
+    def __init__(self, window: int = 1000, stride: int = 500, eval_stride: int | None = 500, val_frac: float = 0.1,
                  test_frac: float = 0.2, split_seed: int = 0):
         self.window = window
         self.strides = [max(1, stride // d) for d in STRIDE_DIVISORS]  # per class
+        self.eval_strides = self.strides if eval_stride is None else [eval_stride] * len(LABELS)
         self.fractions = {"train": 1 - val_frac - test_frac, "val": val_frac, "test": test_frac}
         self.split_seed = split_seed
 
@@ -81,13 +85,14 @@ class ECG(ClassificationTask):
         labels = np.array([label for _, label in records])
         out = {}
         for split, idx in stratified_split(labels, self.fractions, self.split_seed).items():
+            strides = self.strides if split == "train" else self.eval_strides
             xs, ys, groups = [], [], []
             for i in tqdm(idx, desc=f"ecg {split}", leave=False):
                 name, label = records[i]
                 mat = folder / f"{name}.mat"
                 if not mat.exists():
                     raise DataNotFoundError(f"{mat} is listed in REFERENCE.csv but missing; re-download from {URL}")
-                w = windows(scipy.io.loadmat(mat)["val"][0].astype(np.float32), self.window, self.strides[label])
+                w = windows(scipy.io.loadmat(mat)["val"][0].astype(np.float32), self.window, strides[label])
                 xs.append(w)
                 ys.append(np.full(len(w), label))
                 groups.append(np.full(len(w), i))

@@ -21,6 +21,8 @@ def test_windows_are_zscored_1000_with_stride_500():
 
 def test_training_windows_take_the_published_class_strides():
     assert create_task("ecg").strides == [500, 83, 250, 25]  # N, A, O, ~
+    assert create_task("ecg").eval_strides == [500] * 4
+    assert create_task("ecg", eval_stride=None).eval_strides == [500, 83, 250, 25]  # the reference's test windows
 
 
 def test_loader_reads_release_and_splits_by_recording(ecg_root):
@@ -31,10 +33,12 @@ def test_loader_reads_release_and_splits_by_recording(ecg_root):
     assert set(y.unique().tolist()) == {0, 1, 2, 3}
     # Every recording is cut with its class's stride, in whichever split it lands.
     records = read_reference(ecg_root / "training2017")
-    n_windows = [len(windows(np.zeros(int((ecg_root / "training2017" / f"{name}.hea").read_text().split()[3])),
-                             1000, task.strides[label])) for name, label in records]
+    lengths = [int((ecg_root / "training2017" / f"{name}.hea").read_text().split()[3]) for name, _ in records]
+    n_windows = [len(windows(np.zeros(n), 1000, task.strides[label])) for n, (_, label) in zip(lengths, records)]
+    n_eval = [len(windows(np.zeros(n), 1000, 500)) for n in lengths]  # validation and test: stride 500
+    in_train = set(groups.tolist())
     total = sum(len(getattr(splits, s)) for s in ("train", "val", "test"))
-    assert total == sum(n_windows)
+    assert total == sum(n_windows[i] if i in in_train else n_eval[i] for i in range(len(records)))
     # Train/val/test hold disjoint recordings, and the group ids say which recording a window is from.
     split_groups = [set(getattr(splits, s).tensors[2].tolist()) for s in ("train", "val", "test")]
     assert not (split_groups[0] & split_groups[1] or split_groups[0] & split_groups[2] or split_groups[1] & split_groups[2])

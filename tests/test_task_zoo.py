@@ -54,7 +54,8 @@ def test_fixture_loads_in_the_declared_shapes(make_cfg, tmp_path, name):
     task = _task_from_config(make_cfg, name, root)
     splits = task.load(root, download=False)
     for split in ("train", "val", "test"):
-        x, y, *mask = getattr(splits, split).tensors
+        x, y, *rest = getattr(splits, split).tensors
+        extras = task.extras(rest)
         assert len(x) > 0, f"{name}: empty {split} split"
         assert x.shape[1:] == task.input_shape and x.dtype == torch.float32 and torch.isfinite(x).all()
         if task.output_kind == "classes":
@@ -63,8 +64,10 @@ def test_fixture_loads_in_the_declared_shapes(make_cfg, tmp_path, name):
             assert y.shape == (len(x), task.num_outputs) and set(y.unique().tolist()) <= {0.0, 1.0}
         else:
             assert y.shape == (len(x), *task.output_shape) and y.dtype == torch.float32
-        if mask:
-            assert mask[0].shape == y.shape and mask[0].dtype == torch.bool and mask[0].any()
+        if "mask" in extras:
+            assert extras["mask"].shape == y.shape and extras["mask"].dtype == torch.bool and extras["mask"].any()
+        if "groups" in extras:
+            assert extras["groups"].shape == (len(x),) and extras["groups"].dtype == torch.int64
     labels = task.align_labels(splits.train.tensors[1])
     assert labels.shape == (len(splits.train),) and labels.dtype == torch.int64
 
