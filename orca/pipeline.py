@@ -171,11 +171,11 @@ def run_finetune(cfg: DictConfig, task: Task, splits, model: OrcaModel, run_dir:
         val_metrics = trainer.validate(module, val, ckpt_path=best.best_model_path, verbose=False)[0]
         test_metrics = trainer.test(module, test, ckpt_path=best.best_model_path, verbose=False)[0]
     steps = int(trainer.global_step)
-    summary = {"steps_done": steps, "steps_planned": plan.max_steps if plan else None,
+    stage_record = {"steps_done": steps, "steps_planned": plan.max_steps if plan else None,
                "stopped_on_time": bool(plan and steps < plan.max_steps),
                "seconds_per_step": round(fit_s / max(1, steps), 4), "selected_step": _step_of(best.best_model_path),
                "plan": plan.to_dict() if plan else None}
-    return _unprefix(val_metrics, "val/"), _unprefix(test_metrics, "test/"), best.best_model_path, summary
+    return _unprefix(val_metrics, "val/"), _unprefix(test_metrics, "test/"), best.best_model_path, stage_record
 
 
 def _step_of(checkpoint: str) -> int | None:

@@ -58,7 +58,7 @@ def summary(record: dict) -> str:
     """A short human-readable table of one run."""
     test, val = record["metrics"]["test"], record["metrics"]["val"]
     rows = [
-        ("task / method / body", f"{record['task']} / {record['method']} / {record['body']} (seed {record['seed']})"),
+        ("task / method / body", f"{record['task']} / {record['method']} / {record['body'] or '-'} (seed {record['seed']})"),
         (f"test error ({record['error_name']})", f"{test['error']:.4g}"),
         ("val error (selected model)", f"{val['error']:.4g}"),
     ]
@@ -66,6 +66,14 @@ def summary(record: dict) -> str:
     if record.get("align"):
         a = record["align"]
         rows.append((f"{a['distance']} before -> after align", f"{a['before']:.4g} -> {a['after']:.4g}"))
+    if record.get("finetune"):
+        f = record["finetune"]
+        planned = f" of {f['steps_planned']} planned" if f.get("steps_planned") else ""
+        rows.append(("fine-tuning steps", f"{f['steps_done']}{planned}, {f['seconds_per_step']:.3f} s a step, "
+                                          f"selected at step {f['selected_step']}"))
+    if record.get("classical"):
+        c = record["classical"]
+        rows.append(("classical model", f"{c['model']}, {c['strength_name']} = {c['chosen']:g} (chosen on validation)"))
     rows.append(("time (s)", ", ".join(f"{k} {v:.1f}" for k, v in record["time_s"].items())))
     rows.append(("peak RSS (MiB)", f"{record['peak_rss_mb']:.0f}"))
     paper = record.get("paper") or {}

@@ -1,7 +1,8 @@
 """Choose a task's recipe on validation: an Optuna study over tokens and learning rates,
 each trial one ``python -m orca.train`` run whose validation error is the objective.
 
-The study lives in ``<out>/study.db`` (SQLite); calling the search again with the same
+Each trial runs in ``<out>/trials/NNN`` and keeps its record and logs (its checkpoints are
+deleted once its record is read). The study lives in ``<out>/study.db`` (SQLite); calling the search again with the same
 folder continues it until it holds the requested number of finished trials, so a search
 stopped at the end of a day resumes the next morning. A trial whose process was killed is
 marked failed through Optuna's heartbeat and replaced. The first trial is the task's
@@ -16,8 +17,10 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +87,7 @@ class Search:
         if proc.returncode != 0 or not record_path.exists():  # recorded as pruned; the study goes on
             raise optuna.TrialPruned(f"trial {trial.number} failed (exit {proc.returncode}); see {folder}/stdout.log")
         record = json.loads(record_path.read_text())
+        shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # 2 x 90 MB a trial; the record is what counts
         finetune = record.get("finetune") or {}
         trial.set_user_attr("steps", finetune.get("steps_done"))
         trial.set_user_attr("seconds_per_step", finetune.get("seconds_per_step"))
@@ -92,6 +96,7 @@ class Search:
 
     def run(self, trials: int, log=print) -> optuna.Study:
         self.out.mkdir(parents=True, exist_ok=True)
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats
         storage = optuna.storages.RDBStorage(f"sqlite:///{self.out.resolve() / 'study.db'}",
                                              heartbeat_interval=30, grace_period=120)
         study = optuna.create_study(study_name=f"{self.task}-{self.method}", storage=storage, direction="minimize",

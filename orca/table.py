@@ -16,7 +16,7 @@ from orca.record import RECORD_NAME
 from orca.sweep import Run
 
 PUBLISHED_ROWS = ("Hand-designed", "NAS-Bench-360", "DASH", "Perceiver IO", "FPT", "ORCA")
-STAGES = ("data", "source", "align", "finetune", "test", "total")
+STAGES = ("data", "source", "align", "calibrate", "finetune", "fit", "test", "total")  # fit: method=classical
 
 
 @dataclass
@@ -188,8 +188,9 @@ def alignment_markdown(table: Table) -> str:
             change = statistics.fmean((a - b) / b for a, b in zip(after, before) if b)
             lines.append(f"| {task} | {method} | {_mean_std(before)} | {_mean_std(after)} | {100 * change:+.1f} % "
                          f"| {aligned[0]['source'].split(':')[0]} |")
-    lines += ["", "Mean wall-clock seconds per stage over seeds, and peak resident memory.", "",
-              "| task | method | " + " | ".join(STAGES) + " | peak RSS (MiB) |", "|---" * (len(STAGES) + 3) + "|"]
+    lines += ["", "Mean wall-clock seconds per stage over seeds, fine-tuning steps done (each seed's), and peak "
+              "resident memory.", "",
+              "| task | method | " + " | ".join(STAGES) + " | steps | peak RSS (MiB) |", "|---" * (len(STAGES) + 4) + "|"]
     for task in table.tasks:
         for method in table.methods:
             records = table.cells[method, task].records
@@ -200,7 +201,8 @@ def alignment_markdown(table: Table) -> str:
                 values = [r["time_s"][stage] for r in records if stage in r["time_s"]]
                 times.append(fmt(statistics.fmean(values), 3) if values else "—")
             rss = statistics.fmean(r["peak_rss_mb"] for r in records)
-            lines.append(f"| {task} | {method} | " + " | ".join(times) + f" | {rss:.0f} |")
+            steps = ", ".join(str(r["finetune"]["steps_done"]) for r in records if r.get("finetune")) or "—"
+            lines.append(f"| {task} | {method} | " + " | ".join(times) + f" | {steps} | {rss:.0f} |")
     return "\n".join(lines) + "\n"
 
 

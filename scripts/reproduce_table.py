@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", choices=sorted(SUITES), default="mini")
     parser.add_argument("--tasks", nargs="+", help="subset of the suite's tasks (or other registered tasks)")
-    parser.add_argument("--methods", nargs="+", help="subset of methods (orca, finetune, fpt, scratch)")
+    parser.add_argument("--methods", nargs="+", help="subset of methods (orca, finetune, fpt, scratch, classical)")
     parser.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the suite's, 0 1 2)")
     parser.add_argument("--budget", help="budget config (default: the suite's; cpu for mini, paper for nb360)")
     parser.add_argument("--data-root", action="append", default=[], metavar="TASK=PATH",

@@ -125,3 +125,22 @@ def test_pooled_head_pools():
     assert torch.allclose(last(hidden), mean.linear(hidden[:, -1]))
     with pytest.raises(ConfigError, match="known: mean, last"):
         create_head("pooled", 32, 3, pool="max")
+
+
+def test_token_rule_gives_rich_tokens_for_tasks_without_tuned_ones():
+    from orca.embedders import tokens_for
+
+    assert tokens_for((1, 8, 8), 16, 64) == 4  # digits: 4 tokens of 4x4
+    assert tokens_for((1, 46), 16, 64) == 2  # satellite: 2 tokens of 23
+    assert tokens_for((1, 1000), 16, 64) == 62  # ECG: stride 20 -> 50 tokens
+    assert tokens_for((3, 32, 32), 16, 64) == 64  # capped
+    assert tokens_for((1, 96, 102), 16, 64) == 272  # no square patch gives fewer than 16 x 17
+    body = load_body("tiny-random").body
+    assert create_embedder("patch2d", (1, 8, 8), body).num_tokens == 4  # target_len None: the rule
+    assert create_embedder("conv1d", (1, 46), body).num_tokens == 2
+
+
+@pytest.mark.parametrize("bad", [0, -3])
+def test_non_positive_target_len_is_refused(bad):
+    with pytest.raises(ConfigError, match="target_len must be a positive"):
+        create_embedder("conv1d", (1, 46), load_body("tiny-random").body, target_len=bad)
