@@ -69,7 +69,7 @@ def summary(record: dict) -> str:
     if record.get("finetune"):
         f = record["finetune"]
         planned = f" of {f['steps_planned']} planned" if f.get("steps_planned") else ""
-        rows.append(("fine-tuning steps", f"{f['steps_done']}{planned}, {f['seconds_per_step']:.3f} s a step, "
+        rows.append(("fine-tuning steps", f"{f['steps_done']}{planned}, {f['seconds_per_step']:.3f} s a step (validation included), "
                                           f"selected at step {f['selected_step']}"))
     if record.get("classical"):
         c = record["classical"]
