@@ -181,9 +181,10 @@ class SwinPatchEmbedder(Embedder):
 def tokens_for(input_shape, values_per_token: int, max_tokens: int) -> int:
     """The token rule for a task without tuned tokens, as a target_len: each token carries
     at least `values_per_token` input values (C x patch), and there are at most
-    `max_tokens` (1x8x8 digits -> 4 tokens at 16 values a token; 1x46 satellite -> 2;
-    1x1000 ECG -> 62, i.e. 50 tokens of 20), or, for an image whose sides share no
-    large divisor, the fewest square patches there are (1x96x102 -> 16x17 patches of 6)."""
+    `max_tokens`, or, for an image whose sides share no large divisor, the fewest square
+    patches there are. With the defaults (16, 8): 1x8x8 digits -> 4 tokens of 4x4;
+    1x46 -> 2 tokens of 23; 1x1000 -> 8 tokens of 125; 3x32x32 -> 4 patches of 16x16;
+    1x96x102 -> 16x17 patches of 6."""
     if values_per_token < 1 or max_tokens < 1:
         raise ConfigError(f"embedder.values_per_token ({values_per_token}) and embedder.max_tokens ({max_tokens}) "
                           "must be positive")

@@ -36,3 +36,16 @@ def test_the_main_command_gets_the_digits_recipe(make_cfg):
 def test_a_task_without_a_tuned_recipe_takes_the_defaults(make_cfg):
     cfg = make_cfg("task=ninapro")
     assert cfg.budget_s == 280 and cfg.embedder.target_len is None
+
+
+def test_token_rule_defaults_give_the_searched_token_counts(make_cfg):
+    from orca.bodies import load_body
+    from orca.embedders import create_embedder
+
+    cfg = make_cfg("budget=smoke")  # no tuned recipe: the rule
+    body = load_body("tiny-random", max_positions=512).body
+    rule = {"values_per_token": cfg.embedder.values_per_token, "max_tokens": cfg.embedder.max_tokens}
+    searched = {("conv1d", (1, 46)): 2, ("conv1d", (1, 1000)): 8, ("patch2d", (1, 8, 8)): 4,
+                ("patch2d", (3, 16, 16)): 4, ("patch2d", (3, 32, 32)): 4}  # configs/tuned/cpu_*.yaml
+    for (name, shape), tokens in searched.items():
+        assert create_embedder(name, shape, body, **rule).num_tokens == tokens, shape
