@@ -16,7 +16,6 @@ does not work with SQLAlchemy 2; this module uses current Optuna directly.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import subprocess
 import sys
@@ -91,7 +90,6 @@ class Search:
         finetune = record.get("finetune") or {}
         trial.set_user_attr("steps", finetune.get("steps_done"))
         trial.set_user_attr("seconds_per_step", finetune.get("seconds_per_step"))
-        trial.set_user_attr("tokens", math.prod(finetune.get("token_grid") or [0]) or None)
         return float(record["metrics"]["val"]["error"])
 
     def run(self, trials: int, log=print) -> optuna.Study:
@@ -105,6 +103,7 @@ class Search:
         optuna.storages.fail_stale_trials(study)  # trials of a killed search
         if not study.trials and self.defaults:
             study.enqueue_trial(self.defaults)
+
         def finished() -> int:
             return sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
 

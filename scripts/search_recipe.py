@@ -11,7 +11,8 @@ in ``<out>/trials/NNN``; the study is ``<out>/study.db`` (default out:
 ``results/search/<task>-<method>``). Run it again to continue an interrupted search. The
 first trial is the current default. Searched: ``embedder.target_len`` (every distinct
 token count up to 64), the body's learning rate and the embedder's and head's (FPT: its
-one learning rate). The objective is the validation error; the test split chooses nothing.
+one learning rate). The objective is the validation error; the test split chooses
+nothing, so trials score only 256 test samples, to spend their time on training.
 """
 from __future__ import annotations
 
