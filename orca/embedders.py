@@ -178,6 +178,9 @@ class SwinPatchEmbedder(Embedder):
         return self.add_positions(self.norm(tokens))
 
 
+MAX_RULE_VALUES_PER_TOKEN = 65536  # beyond this the rule's patch projection alone is too large
+
+
 def tokens_for(input_shape, values_per_token: int, max_tokens: int) -> int:
     """The token rule for a task without tuned tokens, as a target_len: each token carries
     at least `values_per_token` input values (C x patch), and there are at most
@@ -201,6 +204,13 @@ def create_embedder(name: str, input_shape, body: Body, target_len: int | None =
     follows the token rule (:func:`tokens_for`)."""
     if target_len is None:
         target_len = tokens_for(input_shape, values_per_token, max_tokens)
+        per_token = math.prod(input_shape) // target_len
+        if per_token > MAX_RULE_VALUES_PER_TOKEN:
+            raise ConfigError(
+                f"the token rule cuts a {tuple(input_shape)} input into {target_len} tokens of about {per_token} "
+                f"values, whose projection to the body would take ~{per_token * body.hidden_size / 1e6:.0f}M weights; "
+                "set embedder.target_len (e.g. 256) for inputs this large"
+            )
     elif target_len < 1:
         raise ConfigError(f"embedder.target_len must be a positive number of tokens, got {target_len}")
     return EMBEDDERS.get(name)(input_shape, body, target_len=target_len, **options)

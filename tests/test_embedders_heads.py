@@ -144,3 +144,8 @@ def test_token_rule_gives_rich_tokens_for_tasks_without_tuned_ones():
 def test_non_positive_target_len_is_refused(bad):
     with pytest.raises(ConfigError, match="target_len must be a positive"):
         create_embedder("conv1d", (1, 46), load_body("tiny-random").body, target_len=bad)
+
+
+def test_token_rule_refuses_tokens_too_large_to_project():
+    with pytest.raises(ConfigError, match="set embedder.target_len"):
+        create_embedder("patch2d", (57, 512, 512), load_body("tiny-random").body)  # PSICOV's inputs
