@@ -9,8 +9,9 @@ so that every table shows what the transformer has to beat.
 Inputs are standardised per feature (statistics of the training split). At most
 `max_train` training samples are used (a fixed random subset: ECG's 229k windows of 1,000
 values would take minutes per fit). The regularisation strength is chosen on the
-validation split from a fixed grid; the test split is scored once, with the chosen model. Metrics are the task's own (the same
-torchmetrics as the transformer runs, over whole splits).
+validation split from a fixed grid; the test split is scored once, with the chosen
+model. Metrics are the task's own (the same torchmetrics as the transformer runs, over
+whole splits).
 """
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.multiclass import OneVsRestClassifier
-from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from orca.errors import ConfigError
@@ -40,11 +40,10 @@ GRIDS = {  # inverse regularisation C for logistic regression, alpha for ridge
 
 def _model(kind: str, strength: float, seed: int, max_iter: int):
     if kind == "classes":
-        return make_pipeline(StandardScaler(), LogisticRegression(C=strength, max_iter=max_iter, random_state=seed))
+        return LogisticRegression(C=strength, max_iter=max_iter, random_state=seed)
     if kind == "multilabel":
-        return make_pipeline(StandardScaler(), OneVsRestClassifier(
-            LogisticRegression(C=strength, max_iter=max_iter, random_state=seed)))
-    return make_pipeline(StandardScaler(), Ridge(alpha=strength))
+        return OneVsRestClassifier(LogisticRegression(C=strength, max_iter=max_iter, random_state=seed))
+    return Ridge(alpha=strength)
 
 
 def _scores(model, kind: str, x: np.ndarray, num_outputs: int, target_shape) -> torch.Tensor:
@@ -85,6 +84,8 @@ def fit_classical(task: Task, splits: Splits, seed: int = 0, max_iter: int = 300
     if len(y_train) > max_train:
         keep = np.sort(np.random.default_rng(seed).permutation(len(y_train))[:max_train])
         flat["train"], y_train = flat["train"][keep], y_train[keep]
+    scaler = StandardScaler().fit(flat["train"])  # once, shared by every strength of the grid
+    flat = {name: scaler.transform(x) for name, x in flat.items()}
     target_shape = tuple(splits.train.tensors[1].shape[1:])
     if kind == "dense":
         y_train = y_train.reshape(len(y_train), -1)
@@ -100,10 +101,9 @@ def fit_classical(task: Task, splits: Splits, seed: int = 0, max_iter: int = 300
     chosen = min(val_errors, key=val_errors.get)
     model, val_metrics = fitted[chosen]
     test_metrics = evaluate(task, _scores(model, kind, flat["test"], task.num_outputs, target_shape), splits.test)
-    estimator = model[-1]
-    coefs = estimator.estimators_ if kind == "multilabel" else [estimator]
+    coefs = model.estimators_ if kind == "multilabel" else [model]
     params = sum(e.coef_.size + np.size(e.intercept_) for e in coefs)
-    record = {"model": type(estimator).__name__ + (f"({type(coefs[0]).__name__})" if kind == "multilabel" else ""),
+    record = {"model": type(model).__name__ + (f"({type(coefs[0]).__name__})" if kind == "multilabel" else ""),
               "strength_name": "alpha" if kind == "dense" else "C", "chosen": chosen, "train_samples": len(y_train),
               "val_errors": {str(k): v for k, v in val_errors.items()}}
     return val_metrics, test_metrics, record, {"total": int(params), "trainable": int(params)}
