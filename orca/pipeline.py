@@ -14,6 +14,7 @@ import importlib
 import json
 import logging
 import re
+import statistics
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -100,11 +101,14 @@ def run_align(cfg: DictConfig, task: Task, train: TensorDataset, loaded, embedde
         module = AlignStage(embedder, distance, weights, lr=a.lr, milestones=a.milestones, gamma=a.gamma)
         loader = DataLoader(TensorDataset(x, labels),
                             batch_sampler=ClassBatchSampler(labels, a.per_class, a.steps, seed=cfg.seed))
-        _trainer(cfg, run_dir, "align", max_steps=a.steps, enable_checkpointing=False).fit(module, loader)
+        if a.steps > 0:  # align.steps=0: the ablation's unaligned embedder, measured the same way
+            _trainer(cfg, run_dir, "align", max_steps=a.steps, enable_checkpointing=False).fit(module, loader)
         after = measure()
         log.info("%s after alignment: %.4g", a.distance, after)
+    seconds = module.distance_seconds  # the distance's share of each step (all classes)
     record = {"distance": a.distance, "before": before, "after": after, "source": description,
-              "eval_samples": len(t_idx), "eval_source_samples": len(s_idx)}
+              "eval_samples": len(t_idx), "eval_source_samples": len(s_idx), "steps": len(seconds),
+              "classes": len(weights), "distance_s_per_step": round(statistics.median(seconds), 4) if seconds else None}
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"embedder": embedder.state_dict(), "record": record}, ckpt)
     return record

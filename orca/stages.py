@@ -4,6 +4,8 @@ Each stage gets its own Trainer (see orca/pipeline.py).
 """
 from __future__ import annotations
 
+import time
+
 import lightning as L
 import numpy as np
 import torch
@@ -42,7 +44,8 @@ class ClassBatchSampler(Sampler[list[int]]):
 class AlignStage(L.LightningModule):
     """Trains only the embedder to bring mean-pooled embedded target data (with labels)
     close to the source data under `distance`: per step, one distance per target class on
-    its sampled points, weighted by the class's frequency in the training split."""
+    its sampled points, weighted by the class's frequency in the training split.
+    `distance_seconds` collects each step's wall-clock seconds in the distance."""
 
     def __init__(self, embedder: torch.nn.Module, distance, class_weights: torch.Tensor,
                  lr: float, milestones: list[int], gamma: float = 0.2):
@@ -50,12 +53,15 @@ class AlignStage(L.LightningModule):
         self.embedder, self.distance = embedder, distance
         self.class_weights = class_weights  # (C,) sums to 1
         self.lr, self.milestones, self.gamma = lr, list(milestones), gamma
+        self.distance_seconds: list[float] = []
 
     def training_step(self, batch, _):
         x, y = batch
         feats = self.embedder(x).mean(1)  # (B, D)
+        start = time.perf_counter()
         loss = sum(self.class_weights[c] * self.distance.loss(feats[y == c], y[y == c])
                    for c in torch.unique(y).tolist())
+        self.distance_seconds.append(time.perf_counter() - start)
         check_finite(loss, "align", self.global_step)
         self.log("align/loss", loss, prog_bar=True)
         return loss

@@ -178,7 +178,8 @@ def alignment_markdown(table: Table) -> str:
     lines = ["# Alignment stage and stage times", "",
              "OTDD between the embedded target data and the source data, on fixed subsets, before and after "
              "the align stage (mean ± std over seeds).", "",
-             "| task | method | OTDD before | OTDD after | change | source |", "|---|---|---|---|---|---|"]
+             "| task | method | OTDD before | OTDD after | change | steps | distance s/step | source |",
+             "|---|---|---|---|---|---|---|---|"]
     for task in table.tasks:
         for method in table.methods:
             aligned = [r["align"] for r in table.cells[method, task].records if r.get("align")]
@@ -186,8 +187,10 @@ def alignment_markdown(table: Table) -> str:
                 continue
             before, after = [a["before"] for a in aligned], [a["after"] for a in aligned]
             change = statistics.fmean((a - b) / b for a, b in zip(after, before) if b)
+            steps = aligned[0].get("steps", "—")  # records before the per-step timing have neither
+            per_step = [a["distance_s_per_step"] for a in aligned if a.get("distance_s_per_step") is not None]
             lines.append(f"| {task} | {method} | {_mean_std(before)} | {_mean_std(after)} | {100 * change:+.1f} % "
-                         f"| {aligned[0]['source'].split(':')[0]} |")
+                         f"| {steps} | {_mean_std(per_step) if per_step else '—'} | {aligned[0]['source'].split(':')[0]} |")
     lines += ["", "Mean wall-clock seconds per stage over seeds, fine-tuning steps done (each seed's), and peak "
               "resident memory.", "",
               "| task | method | " + " | ".join(STAGES) + " | steps | peak RSS (MiB) |", "|---" * (len(STAGES) + 4) + "|"]

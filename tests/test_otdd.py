@@ -5,7 +5,9 @@ import torch
 
 from conftest import SHARED
 from orca.align.mmd import MMD
-from orca.align.otdd import OTDD, bures_wasserstein, class_distances, entropic_ot, squared_distances
+from orca.align import sinkhorn as sinkhorn_module
+from orca.align.otdd import OTDD, bures_wasserstein, class_distances, squared_distances
+from orca.align.sinkhorn import entropic_ot
 
 REFERENCE = SHARED / "otdd-reference"
 
@@ -149,3 +151,75 @@ def test_reference_ordering_between_cases(inner, setting):
     ours = [ours_on(case, inner) for case in CASES]
     refs = [float(_load(case)[f"otdd_{setting}"]) for case in CASES]
     assert np.argsort(ours).tolist() == np.argsort(refs).tolist()
+
+
+# --- the solver (orca/align/sinkhorn.py) ---
+
+def clouds(n=300, m=200, d=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return torch.tensor(rng.standard_normal((n, d)) * 2), torch.tensor(rng.standard_normal((m, d)) * 2 + 0.5)
+
+
+def test_truncated_sparse_kernel_gives_the_dense_solution(monkeypatch):
+    xa, xb = clouds()
+    M = 0.5 * squared_distances(xa, xb)
+    monkeypatch.setattr(sinkhorn_module, "SPARSE_BELOW", 0.0)  # never sparse
+    dense = sinkhorn_module.sinkhorn(M, 0.1)
+    monkeypatch.setattr(sinkhorn_module, "SPARSE_BELOW", 1.01)  # sparse whenever anything is truncated
+    sparse = sinkhorn_module.sinkhorn(M, 0.1)
+    assert sparse.kernel.sparse and not dense.kernel.sparse
+    assert sparse.value == pytest.approx(dense.value, rel=1e-6)
+    torch.testing.assert_close(sparse.plan, dense.plan, atol=1e-7, rtol=1e-4)
+    # the gradient of the value with respect to the cost is the plan, on both kernels
+    for solution in (sparse, dense):
+        Mg = M.clone().requires_grad_(True)
+        sinkhorn_module.differentiable_value(Mg, solution).backward()
+        torch.testing.assert_close(Mg.grad, solution.plan.double(), atol=1e-9, rtol=1e-6)
+
+
+def test_the_solution_meets_the_tolerance_and_the_marginals():
+    xa, xb = clouds()
+    solution = sinkhorn_module.sinkhorn(0.5 * squared_distances(xa, xb), 0.1, tol=1e-5)
+    P = solution.plan.double()
+    assert float(torch.linalg.vector_norm(P.sum(1) - 1 / 300)) < 1e-5
+    assert float(torch.linalg.vector_norm(P.sum(0) - 1 / 200)) < 1e-3  # the side the last update fixes exactly
+    assert float(P.sum()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_float32_kernel_agrees_with_float64():
+    xa, xb = clouds()
+    M = 0.5 * squared_distances(xa, xb)
+    fast = sinkhorn_module.sinkhorn(M, 0.1, tol=1e-4)
+    precise = sinkhorn_module.sinkhorn(M, 0.1, tol=1e-9, max_iter=100000)
+    assert fast.plan.dtype == torch.float32 and precise.plan.dtype == torch.float64
+    assert fast.value == pytest.approx(precise.value, rel=1e-4)
+
+
+def test_symmetric_self_transport_matches_the_general_solver():
+    xa, _ = clouds(n=150)
+    xa = torch.cat([xa, xa[:30] + 0.01])  # near-duplicates: a self-plan that is not a matching
+    M = 0.5 * squared_distances(xa, xa)
+    symmetric = sinkhorn_module.sinkhorn(M, 0.1, symmetric=True)
+    general = sinkhorn_module.sinkhorn(M, 0.1)
+    assert symmetric.value == pytest.approx(general.value, rel=1e-4)
+    assert symmetric.iterations < general.iterations
+
+
+def test_non_finite_cost_is_refused():
+    M = 0.5 * squared_distances(*clouds(n=20, m=10))
+    M[3, 4] = float("nan")
+    with pytest.raises(FloatingPointError, match="NaN or inf"):
+        sinkhorn_module.sinkhorn(M, 0.1)
+
+
+def test_exact_class_distances_match_direct_network_simplex():
+    """The threaded solves give what ot.emd2 gives pair by pair."""
+    import ot
+
+    (xa, ya), (xb, yb) = blobs(n=90, seed=0), blobs(n=60, shift=1.0, seed=1)
+    W = class_distances(xa, ya, xb, yb, inner="exact")
+    for i in range(3):
+        for j in range(3):
+            ga, gb = xa[ya == i].numpy(), xb[yb == j].numpy()
+            direct = ot.emd2(ot.unif(len(ga)), ot.unif(len(gb)), ot.dist(ga, gb))
+            assert W[i, j] == pytest.approx(direct, rel=1e-9)
