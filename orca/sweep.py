@@ -58,6 +58,11 @@ class Run:
     seed: int
     folder: Path
     overrides: tuple[str, ...]
+    variant: str = ""  # a table row other than the method (an ablation's setting)
+
+    @property
+    def row(self) -> str:
+        return self.variant or self.method
 
     @property
     def done(self) -> bool:

@@ -53,12 +53,12 @@ class Table:
 
 def collect(runs: list[Run], published: bool = False) -> Table:
     tasks = list(dict.fromkeys(r.task for r in runs))
-    methods = list(dict.fromkeys(r.method for r in runs))
+    methods = list(dict.fromkeys(r.row for r in runs))
     cells = {(m, t): Cell() for m in methods for t in tasks}
     error_names: dict[str, str] = {}
     papers: dict[str, dict[str, float]] = {}
     for run in runs:
-        cell = cells[run.method, run.task]
+        cell = cells[run.row, run.task]
         cell.planned += 1
         if run.done:
             record = json.loads((run.folder / RECORD_NAME).read_text())

@@ -1,43 +1,156 @@
-"""Benchmark: our OTDD against the OTDD authors' implementation on the reference cases.
+"""Benchmark: our OTDD against the OTDD authors' implementation, and the cost of a real
+align step.
 
-    python scripts/bench_otdd.py [--reference ../shared/otdd-reference] [--repeats 3]
+    python scripts/bench_otdd.py [--reference ../shared/otdd-reference] [--repeats 5]
+        [--data-root satellite=../shared/datasets/satellite-crop --data-root ecg=...]
 
-For each case and setting, prints our value and median time per call beside the values and
-times the reference implementation recorded (same 2-core machine type; see its README).
+1. Reference cases: for each case and inner method, our value and median seconds per call
+   (a fresh OTDD object each call: label distances, both self-terms and the cross term,
+   as the reference times one call) beside the values and times the reference
+   implementation recorded on this 2-core machine type, and the speed-up; then where our
+   seconds go on the largest case.
+2. A real align step, as `method=orca budget=cpu` runs it: the cached source features
+   (CoNLL-2003 through MiniLM, budget=cpu's 1,000 sentences), a task's training data
+   through a freshly initialised embedder, and per target class one OTDD forward and
+   backward on a sample of 64 or 128 of its points. Prints the median per class and per
+   step (all classes). Tasks whose data folder is missing are skipped with a note.
 """
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from orca.align.otdd import OTDD
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
 
+from orca.align.otdd import OTDD, ground_cost, class_distances, squared_distances  # noqa: E402
+from orca.align.sinkhorn import kernel_dtype, sinkhorn  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
 SETTINGS = {"exact": "S1_exact_innerdebT", "gaussian": "S2_gauss_debT"}
+DEFAULT_TASKS = {"satellite": SHARED / "datasets" / "satellite-crop", "ecg": SHARED / "datasets" / "physionet2017"}
+
+
+def median_seconds(fn, repeats: int) -> tuple[float, object]:
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def reference_cases(folder: Path, repeats: int) -> None:
+    print(f"## Reference cases ({folder}; median of {repeats} calls, {torch.get_num_threads()} threads)\n")
+    print(f"{'case':14} {'inner':8} {'ours':>10} {'reference':>10} {'rel.diff':>8} {'ours s':>8} {'ref s':>8} "
+          f"{'speed-up':>8}")
+    for path in sorted(folder.glob("*.npz")):
+        d = np.load(path)
+        xs, ys, xt, yt = (torch.as_tensor(d[k]) for k in ("xs", "ys", "xt", "yt"))
+        for inner, setting in SETTINGS.items():
+            seconds, value = median_seconds(lambda: float(OTDD(xs, ys, inner=inner)(xt, yt)), repeats)
+            ref, ref_s = float(d[f"otdd_{setting}"]), float(d[f"time_{setting}"])
+            rel = f"{abs(value - ref) / abs(ref):8.1%}" if abs(ref) > 1e-3 else f"{'—':>8}"
+            print(f"{path.stem:14} {inner:8} {value:10.4g} {ref:10.4g} {rel} {seconds:8.3f} {ref_s:8.2f} "
+                  f"{ref_s / seconds:7.1f}x")
+
+
+def breakdown(path: Path, repeats: int) -> None:
+    """Seconds of each part of one OTDD call on a reference case."""
+    d = np.load(path)
+    xs, ys, xt, yt = (torch.as_tensor(d[k]) for k in ("xs", "ys", "xt", "yt"))
+    print(f"\n## Where the seconds go ({path.stem}: {len(xs)} x {xs.shape[1]} source, {len(xt)} target)\n")
+    for inner in SETTINGS:
+        parts = []
+        for name, (a, ya, b, yb) in {"source-target": (xs, ys, xt, yt), "source-source": (xs, ys, xs, ys),
+                                     "target-target": (xt, yt, xt, yt)}.items():
+            s_w, W = median_seconds(lambda: class_distances(a, ya, b, yb, inner), repeats)
+            cost = lambda: ground_cost(squared_distances(a.to(kernel_dtype(1e-4)), b.to(kernel_dtype(1e-4))), W, ya, yb)  # noqa: E731
+            s_c, M = median_seconds(cost, repeats)
+            s_s, sol = median_seconds(lambda: sinkhorn(M, 0.1, symmetric=a is b), repeats)
+            sparse = "sparse" if sol.kernel.sparse else "dense"
+            parts.append(f"{name}: labels {s_w:.3f} s, cost {s_c:.3f} s, Sinkhorn {s_s:.3f} s "
+                         f"({sol.iterations} iterations, last kernel {sparse})")
+        print(f"{inner}:\n  " + "\n  ".join(parts))
+
+
+def align_inputs(task: str, root: Path, source_root: Path, per_class_pool: int = 1024):
+    """Cached source features and labels, and up to per_class_pool embedded training
+    samples of each target class, as `method=orca budget=cpu` builds them (seed 0)."""
+    from orca.align.sources import load_source
+    from orca.bodies import load_body
+    from orca.embedders import create_embedder
+    from orca.pipeline import _options, _pooled_features
+    from orca.tasks import create_task
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"task={task}", "method=orca", "budget=cpu", f"data.root={root}",
+                                          f"align.source_root={source_root}"])
+    torch.manual_seed(0)
+    t = create_task(cfg.task.name, **_options(cfg.task))
+    splits = t.load(cfg.data.root, download=False, max_samples=_options(cfg.data.max_samples, drop=()), seed=0)
+    loaded = load_body(cfg.body.name, cfg.body.path, pretrained=True)
+    embedder = create_embedder(cfg.embedder.name, t.input_shape, loaded.body, **_options(cfg.embedder))
+    a = cfg.align
+    xs, ys, _ = load_source("conll2003", loaded, a.source_samples, a.seq_len, str(source_root), seed=0,
+                            cache_dir=cfg.paths.cache_dir, download=False)
+    x, y = splits.train.tensors[:2]
+    labels = t.align_labels(y)
+    rng = np.random.default_rng(0)
+    pools = [rng.permutation(np.flatnonzero(labels.numpy() == c))[:per_class_pool] for c in labels.unique().tolist()]
+    feats = [_pooled_features(embedder, x[torch.as_tensor(p)]) for p in pools]
+    return xs, ys, feats
+
+
+def align_step(task: str, root: Path, source_root: Path, steps: int) -> None:
+    xs, ys, feats = align_inputs(task, root, source_root)
+    otdd = OTDD(xs, ys)  # budget=cpu's options: exact inner, eps 0.1, debiased
+    rng = np.random.default_rng(1)
+    for per_class in (64, 128):
+        per_call, per_step = [], []
+        for _ in range(steps):
+            step = 0.0
+            for c, pool in enumerate(feats):
+                sample = pool[rng.permutation(len(pool))[:per_class]].clone().requires_grad_(True)
+                start = time.perf_counter()
+                otdd.loss(sample, torch.full((len(sample),), c)).backward()
+                per_call.append(time.perf_counter() - start)
+                step += per_call[-1]
+            per_step.append(step)
+        print(f"{task:10} {len(feats):3d} classes x {per_class:3d} points: {1e3 * statistics.median(per_call):6.1f} ms "
+              f"a class, {statistics.median(per_step):6.3f} s a step, 60 steps ~ {60 * statistics.median(per_step):5.1f} s")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reference", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "otdd-reference")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--reference", type=Path, default=SHARED / "otdd-reference")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--data-root", action="append", default=[], metavar="TASK=PATH",
+                        help="a task's data folder for the align-step benchmark (default: satellite and ecg in "
+                             f"{SHARED / 'datasets'})")
+    parser.add_argument("--source-root", type=Path, default=SHARED / "datasets" / "conll2003")
+    parser.add_argument("--steps", type=int, default=10, help="align steps timed per task and sample size")
     args = parser.parse_args()
-    print(f"{'case':14} {'inner':8} {'ours':>10} {'reference':>10} {'rel.diff':>8} {'ours s':>8} {'ref s':>8}")
-    for path in sorted(args.reference.glob("*.npz")):
-        d = np.load(path)
-        for inner, setting in SETTINGS.items():
-            times = []
-            for _ in range(args.repeats):
-                t0 = time.perf_counter()
-                value = float(OTDD(d["xs"], d["ys"], inner=inner)(torch.tensor(d["xt"]), torch.tensor(d["yt"])))
-                times.append(time.perf_counter() - t0)
-            ref = float(d[f"otdd_{setting}"])
-            rel = abs(value - ref) / abs(ref) if abs(ref) > 1e-3 else float("nan")
-            print(f"{path.stem:14} {inner:8} {value:10.4g} {ref:10.4g} {rel:8.1%} {statistics.median(times):8.2f} "
-                  f"{float(d[f'time_{setting}']):8.2f}")
+    if args.reference.exists():
+        reference_cases(args.reference, args.repeats)
+        largest = max(args.reference.glob("*.npz"), key=lambda p: p.stat().st_size)
+        breakdown(largest, args.repeats)
+    else:
+        print(f"reference cases not found at {args.reference}: skipped (--reference PATH)")
+    tasks = dict(item.split("=", 1) for item in args.data_root) if args.data_root else DEFAULT_TASKS
+    print(f"\n## One align step (median over {args.steps} steps; forward and backward of the distance)\n")
+    for task, root in tasks.items():
+        if not Path(root).exists() or not args.source_root.exists():
+            print(f"{task}: data at {root} or source at {args.source_root} not found: skipped")
+            continue
+        align_step(task, Path(root), args.source_root, args.steps)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ def test_orca_three_stages_on_ecg(make_cfg, ecg_root, tmp_path):
     align = on_disk["align"]
     assert align["distance"] == "otdd" and np.isfinite(align["before"]) and np.isfinite(align["after"])
     assert "pydoc-topics" in align["source"]
+    assert align["steps"] == cfg.align.steps and align["classes"] == 4 and align["distance_s_per_step"] > 0
     assert {"data", "embed", "source", "align", "finetune", "test", "total"} <= set(on_disk["time_s"])
     assert on_disk["peak_rss_mb"] > 0 and on_disk["config"]["task"]["name"] == "ecg"
     assert (run / "checkpoints" / "align.pt").exists()
@@ -40,6 +41,18 @@ def test_alignment_lowers_the_distance(make_cfg):
                    "finetune.max_steps=1", "finetune.val_check_interval=1")
     align = train(cfg)["align"]
     assert align["after"] < align["before"]
+
+
+@pytest.mark.parametrize("overrides", [("align.steps=0",), ("align=mmd",)])
+def test_the_ablation_settings_report_the_otdd(make_cfg, overrides):
+    """No align steps: the OTDD is measured twice on an unchanged embedder. MMD: the stage
+    minimises MMD and still reports the OTDD, so that every variant is on one scale."""
+    align = train(make_cfg("task=digits", *TINY, *overrides))["align"]
+    assert align["reported"] == "otdd" and np.isfinite(align["after"])
+    if overrides == ("align.steps=0",):
+        assert align["after"] == align["before"] and align["steps"] == 0 and align["distance_s_per_step"] is None
+    else:
+        assert align["distance"] == "mmd" and align["steps"] == 2 and align["after"] != align["before"]
 
 
 def test_finished_run_is_not_overwritten_and_stages_resume(make_cfg, tmp_path):

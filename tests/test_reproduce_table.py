@@ -54,7 +54,7 @@ def test_table_from_records_with_missing_and_failed_runs(tmp_path):
     assert float(ta_fpt["mean"]) == 25.0 and ta_fpt["n"] == "2" and ta_fpt["failed"] == "1"
     assert paths["png"].stat().st_size > 10_000
     alignment = paths["alignment"].read_text()
-    assert "| ta | orca | 10 ± 0 | 7 ± 1 | -30.0 % | pydoc-topics |" in alignment  # after: 8, 7, 6
+    assert "| ta | orca | 10 ± 0 | 7 ± 1 | -30.0 % | — | — | pydoc-topics |" in alignment  # after: 8, 7, 6
     assert "| ta | fpt | 1 | — | — | — | 10.5 | — | 2 | 13.5 | — | 1000 |" in alignment  # seeds 0, 1: finetune 10, 11 s
 
 

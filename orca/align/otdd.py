@@ -115,8 +115,9 @@ def class_distances(xa, ya, xb, yb, inner: str = "exact") -> np.ndarray:
     return W
 
 
-def _cost(D: torch.Tensor, W: np.ndarray, ya: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-    """(na, nb) ground cost ||x - x'||^2 / 2 + W(y, y') / 2 from squared distances D."""
+def ground_cost(D: torch.Tensor, W: np.ndarray, ya: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    """(na, nb) ground cost ||x - x'||^2 / 2 + W(y, y') / 2 from squared distances D (na, nb)
+    and label distances W (Ca, Cb)."""
     return 0.5 * D + 0.5 * torch.as_tensor(W, dtype=D.dtype)[ya][:, yb]
 
 
@@ -140,7 +141,7 @@ class OTDD:
         """OT(a, a) of the source with itself: a constant, computed on first use."""
         if self._source_self is None:  # the cost in the kernel's precision: the value is float64 anyway
             xs = self.xs.to(kernel_dtype(self.tol))
-            M = _cost(squared_distances(xs, xs), self.W_ss, self.ys, self.ys)
+            M = ground_cost(squared_distances(xs, xs), self.W_ss, self.ys, self.ys)
             self._source_self = sinkhorn(M, self.eps, self.tol, self.max_iter, symmetric=True).value
         return self._source_self
 
@@ -155,11 +156,11 @@ class OTDD:
         dtype (float32 features train in float32), label distances in float64."""
         yt = torch.as_tensor(yt, dtype=torch.long, device=xt.device)
         W_st = class_distances(self.xs, self.ys, xt, yt, self.inner)
-        M_st = _cost(squared_distances(self.xs.to(xt.dtype), xt), W_st, self.ys, yt)
+        M_st = ground_cost(squared_distances(self.xs.to(xt.dtype), xt), W_st, self.ys, yt)
         value = entropic_ot(M_st, self.eps, self.max_iter, self.tol)
         if self.debiased:
             W_tt = class_distances(xt, yt, xt, yt, self.inner)
-            M_tt = _cost(squared_distances(xt, xt), W_tt, yt, yt)
+            M_tt = ground_cost(squared_distances(xt, xt), W_tt, yt, yt)
             value = value - 0.5 * entropic_ot(M_tt, self.eps, self.max_iter, self.tol, symmetric=True)
         return value.to(xt.dtype)
 
