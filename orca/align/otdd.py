@@ -46,11 +46,11 @@ def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
 
 
-def _exact_w2(xa: torch.Tensor, xb: torch.Tensor) -> float:
-    """Squared 2-Wasserstein distance between two uniform point clouds (na, d), (nb, d)
-    (float64; the cost by torch, whose matrix products do not spin numpy's BLAS threads)."""
-    cost = squared_distances(xa, xb).numpy()
-    return float(ot.emd2(ot.unif(len(xa)), ot.unif(len(xb)), cost, numItermax=10**6))
+def _exact_w2(cost: np.ndarray) -> float:
+    """Squared 2-Wasserstein distance between two uniform point clouds, from their (na, nb)
+    squared distances (float64)."""
+    na, nb = cost.shape
+    return float(ot.emd2(ot.unif(na), ot.unif(nb), cost, numItermax=10**6))
 
 
 def _psd_sqrt(c: torch.Tensor) -> torch.Tensor:
@@ -83,11 +83,13 @@ def _gaussian_fits(x: torch.Tensor, groups: list[np.ndarray], present: list[int]
     return means, covs
 
 
-def class_distances(xa, ya, xb, yb, inner: str = "exact") -> np.ndarray:
+def class_distances(xa, ya, xb, yb, inner: str = "exact", D: torch.Tensor | None = None) -> np.ndarray:
     """(Ca, Cb) squared 2-Wasserstein distances between the classes of dataset a and of b.
 
-    xa (na, d), ya (na,) with labels 0..Ca-1 (likewise b). float64, no gradient. A label
-    absent from a dataset gives NaN entries (never indexed).
+    xa (na, d), ya (na,) with labels 0..Ca-1 (likewise b). D: the (na, nb) squared
+    distances between xa and xb where the caller has them already (the exact inner method
+    takes its costs from them). float64, no gradient. A label absent from a dataset gives
+    NaN entries (never indexed).
     """
     if inner not in INNER_METHODS:
         raise ConfigError(f"unknown OTDD inner method {inner!r}; known: {', '.join(INNER_METHODS)}")
@@ -103,9 +105,11 @@ def class_distances(xa, ya, xb, yb, inner: str = "exact") -> np.ndarray:
         fits_a = _gaussian_fits(xa, groups_a, present_a)
         fits_b = fits_a if symmetric else _gaussian_fits(xb, groups_b, present_b)
         W[np.ix_(present_a, present_b)] = bures_matrix(*fits_a, *fits_b).numpy()
-    else:
-        pairs = [(i, j) for i in present_a for j in present_b if not symmetric or i < j]
-        values = _pool().map(lambda p: _exact_w2(xa[groups_a[p[0]]], xb[groups_b[p[1]]]), pairs)
+    else:  # one network-simplex solve a pair, the largest first so that the threads finish together
+        D = (squared_distances(xa, xb) if D is None else D.detach().cpu()).double().numpy()
+        pairs = sorted(((i, j) for i in present_a for j in present_b if not symmetric or i < j),
+                       key=lambda p: -len(groups_a[p[0]]) * len(groups_b[p[1]]))
+        values = _pool().map(lambda p: _exact_w2(D[np.ix_(groups_a[p[0]], groups_b[p[1]])]), pairs)
         for (i, j), w in zip(pairs, values):
             W[i, j] = w
             if symmetric:
@@ -155,12 +159,12 @@ class OTDD:
         an (ns, ns) problem. This is what the align stage minimises. Costs are in xt's
         dtype (float32 features train in float32), label distances in float64."""
         yt = torch.as_tensor(yt, dtype=torch.long, device=xt.device)
-        W_st = class_distances(self.xs, self.ys, xt, yt, self.inner)
-        M_st = ground_cost(squared_distances(self.xs.to(xt.dtype), xt), W_st, self.ys, yt)
-        value = entropic_ot(M_st, self.eps, self.max_iter, self.tol)
+        D_st = squared_distances(self.xs.to(xt.dtype), xt)
+        W_st = class_distances(self.xs, self.ys, xt, yt, self.inner, D_st)
+        value = entropic_ot(ground_cost(D_st, W_st, self.ys, yt), self.eps, self.max_iter, self.tol)
         if self.debiased:
-            W_tt = class_distances(xt, yt, xt, yt, self.inner)
-            M_tt = ground_cost(squared_distances(xt, xt), W_tt, yt, yt)
+            D_tt = squared_distances(xt, xt)
+            M_tt = ground_cost(D_tt, class_distances(xt, yt, xt, yt, self.inner, D_tt), yt, yt)
             value = value - 0.5 * entropic_ot(M_tt, self.eps, self.max_iter, self.tol, symmetric=True)
         return value.to(xt.dtype)
 

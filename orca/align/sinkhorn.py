@@ -34,23 +34,52 @@ TRUNCATE = 2 * ABSORB_LOG  # kernel entries below exp(-TRUNCATE) stay negligible
 SPARSE_BELOW = 0.2    # truncate to a sparse kernel when fewer entries than this fraction remain
 PRECISE_TOL = 1e-6    # below this tolerance the kernel is float64 (float32 cannot meet it)
 CHECK_EVERY = 10      # iterations between checks of the scalings' growth
+COLD_START_ITER = 20  # a self-transport first tries eps at once, for at most this many iterations
 
 
 class Kernel:
     """K = exp((f_i + g_j - M_ij) / eps) (n, m) for fixed potentials, dense or truncated
-    to the entries above exp(-TRUNCATE) (CSR, and its transpose for K^T u)."""
+    to the entries above exp(-TRUNCATE) (CSR, and its transpose for K^T u).
 
-    def __init__(self, M: torch.Tensor, f: torch.Tensor, g: torch.Tensor, eps: float):
-        Z = (f.to(M.dtype)[:, None] + g.to(M.dtype)[None, :]).sub_(M).div_(eps)
-        keep = Z > -TRUNCATE
+    `previous`, a truncated kernel of the same cost: where the new potentials and eps keep
+    every entry it dropped below the threshold (checked by a bound on the potentials'
+    growth), the new kernel is built from its entries alone, not from the whole (n, m) cost.
+    """
+
+    def __init__(self, M: torch.Tensor, f: torch.Tensor, g: torch.Tensor, eps: float,
+                 previous: Kernel | None = None):
+        self.f, self.g, self.eps, self.shape = f, g, eps, M.shape
+        if previous is not None and previous.sparse and self._within(previous):
+            self.sparse = True
+            self._truncate(previous.rows, previous.cols, previous.costs)
+            return
+        fe, ge = (f / eps).to(M.dtype), (g / eps).to(M.dtype)
+        Z = torch.sub(fe[:, None], M, alpha=1 / eps).add_(ge[None, :])  # two passes over (n, m)
         n, m = Z.shape
-        self.sparse = int(keep.sum()) < SPARSE_BELOW * n * m
+        self.sparse = False
+        if float(fe.min() + ge.min() - M.max() / eps) <= -TRUNCATE:  # else every entry is kept
+            keep = Z > -TRUNCATE
+            self.sparse = int(keep.sum()) < SPARSE_BELOW * n * m
         if not self.sparse:
             self.K = Z.exp_()
             return
-        self.rows, self.cols = keep.nonzero(as_tuple=True)  # row-major, as Z[keep]
+        rows, cols = keep.nonzero(as_tuple=True)  # row-major
+        self._truncate(rows, cols, M[keep])
+
+    def _within(self, previous: Kernel) -> bool:
+        """Every entry `previous` dropped, (f + g - M) / eps' <= -TRUNCATE there, stays
+        below the threshold under the new (f, g, eps)."""
+        growth = float((self.f - previous.f).max() + (self.g - previous.g).max())
+        return growth <= TRUNCATE * (previous.eps - self.eps)
+
+    def _truncate(self, rows: torch.Tensor, cols: torch.Tensor, costs: torch.Tensor):
+        """Keep the entries (rows, cols) of cost `costs` that are above the threshold."""
+        Z = (self.f[rows] + self.g[cols]).to(costs.dtype).sub_(costs).div_(self.eps)
+        keep = Z > -TRUNCATE
+        self.rows, self.cols, self.costs = rows[keep], cols[keep], costs[keep]
         self.vals = Z[keep].exp_()
         order = torch.argsort(self.cols, stable=True)
+        n, m = self.shape
         self.K = _csr(self.rows, self.cols, self.vals, (n, m))
         self.KT = _csr(self.cols[order], self.rows[order], self.vals[order], (m, n))
 
@@ -94,6 +123,7 @@ class Solution:
     g: torch.Tensor     # (m,) float64
     value: float        # OT_eps(a, b)
     iterations: int     # scaling iterations over all stages
+    converged: bool     # the last stage met the tolerance within max_iter
 
     @property
     def plan(self) -> torch.Tensor:
@@ -101,8 +131,9 @@ class Solution:
 
 
 def _schedule(M: torch.Tensor, eps: float) -> list[float]:
-    """From the cost's range (where the plan is nearly the product a b^T) down to eps."""
-    start = max(float(M.max() - M.min()), eps)
+    """From a sixteenth of the cost's range (the first kernel's entries all above e^-16:
+    a cold start that converges in tens of iterations) down to eps."""
+    start = max(float(M.max() - M.min()) / EPS_SCALING**2, eps)
     stages = max(0, math.ceil(math.log(start / eps, EPS_SCALING)))
     return [eps * EPS_SCALING**k for k in range(stages, 0, -1)] + [eps]
 
@@ -113,7 +144,9 @@ def sinkhorn(M: torch.Tensor, eps: float, tol: float = 1e-4, max_iter: int = 100
 
     tol bounds the L2 error of the row marginal (total mass 1); max_iter bounds the
     iterations of each eps stage. symmetric: M is square and symmetric (a
-    self-transport), f = g.
+    self-transport), f = g. Its plan is close to the identity, so the symmetric update
+    usually converges from a cold start at eps itself in a few iterations; where it does
+    not, the eps-scaling schedule runs as for any other cost.
     """
     n, m = M.shape
     if not torch.isfinite(M).all():
@@ -123,9 +156,14 @@ def sinkhorn(M: torch.Tensor, eps: float, tol: float = 1e-4, max_iter: int = 100
     a = torch.full((n,), 1.0 / n, dtype=dtype, device=M.device)
     b = torch.full((m,), 1.0 / m, dtype=dtype, device=M.device)
     f, g = (torch.zeros(k, dtype=torch.float64, device=M.device) for k in (n, m))
-    solution = _scale(M, f, g, _schedule(M, eps), a, b, tol, max_iter, symmetric)
+    solution = _scale(M, f, g, [eps], a, b, tol, COLD_START_ITER, symmetric) if symmetric else None
+    if solution is None or not solution.converged:
+        solution = _scale(M, f, g, _schedule(M, eps), a, b, tol, max_iter, symmetric)
     if solution is None:
         raise FloatingPointError(f"Sinkhorn broke down (non-finite scalings) at eps={eps} on a {n}x{m} cost")
+    if not solution.converged:
+        warnings.warn(f"Sinkhorn on a {n}x{m} cost stopped at max_iter={max_iter} with the marginal error above "
+                      f"tol={tol}: the value is approximate (raise max_iter or eps)", stacklevel=2)
     return solution
 
 
@@ -137,17 +175,19 @@ def kernel_dtype(tol: float) -> torch.dtype:
 def _scale(M, f, g, schedule, a, b, tol, max_iter, symmetric) -> Solution | None:
     """Scaling iterations over the eps schedule, absorbing into (f, g) between stages.
     None when the scalings turn non-finite."""
-    iterations = 0
+    iterations, K = 0, None
 
     def absorb(f, g, u, v, eps_s):
         f = f + eps_s * torch.log(u / a).double()
         return f, (f if symmetric else g + eps_s * torch.log(v / b).double())
 
     for eps_s in schedule:
-        K, u, v = Kernel(M, f, g, eps_s), a, b
+        K, u, v = Kernel(M, f, g, eps_s, previous=K), a, b
+        converged = False
         for it in range(max_iter):
             Kv = K.mv(v)
-            if torch.linalg.vector_norm(u * Kv - a) < tol:  # row marginal of diag(u) K diag(v)
+            converged = bool(torch.linalg.vector_norm(u * Kv - a) < tol)  # row marginal of diag(u) K diag(v)
+            if converged:
                 break
             iterations += 1
             u = torch.sqrt(u * a / Kv) if symmetric else a / Kv
@@ -158,12 +198,12 @@ def _scale(M, f, g, schedule, a, b, tol, max_iter, symmetric) -> Solution | None
                     return None
                 if grown > ABSORB_LOG:
                     f, g = absorb(f, g, u, v, eps_s)
-                    K, u, v = Kernel(M, f, g, eps_s), a, b
+                    K, u, v = Kernel(M, f, g, eps_s, previous=K), a, b
         if not (torch.isfinite(u).all() and torch.isfinite(v).all()):
             return None
         f, g = absorb(f, g, u, v, eps_s)
     value = float(u.double() * K.mv(v).double() @ f + v.double() * K.rmv(u).double() @ g)
-    return Solution(K, u, v, f, g, value, iterations)
+    return Solution(K, u, v, f, g, value, iterations, converged)
 
 
 def differentiable_value(M: torch.Tensor, solution: Solution) -> torch.Tensor:
