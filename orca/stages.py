@@ -25,6 +25,14 @@ def check_finite(loss: torch.Tensor, stage: str, step: int) -> None:
         )
 
 
+def class_losses(distance, feats: torch.Tensor, y: torch.Tensor) -> dict[int, torch.Tensor]:
+    """{c: distance.loss(feats[y == c], y[y == c])} for every class c of y, from the
+    distance's own batched `class_losses` where it has one (OTDD does)."""
+    if hasattr(distance, "class_losses"):
+        return distance.class_losses(feats, y)
+    return {c: distance.loss(feats[y == c], y[y == c]) for c in torch.unique(y).tolist()}
+
+
 class ClassBatchSampler(Sampler[list[int]]):
     """Each step draws up to `per_class` random indices of every class (seeded)."""
 
@@ -59,8 +67,7 @@ class AlignStage(L.LightningModule):
         x, y = batch
         feats = self.embedder(x).mean(1)  # (B, D)
         start = time.perf_counter()
-        loss = sum(self.class_weights[c] * self.distance.loss(feats[y == c], y[y == c])
-                   for c in torch.unique(y).tolist())
+        loss = sum(self.class_weights[c] * value for c, value in class_losses(self.distance, feats, y).items())
         self.distance_seconds.append(time.perf_counter() - start)
         check_finite(loss, "align", self.global_step)
         self.log("align/loss", loss, prog_bar=True)

@@ -223,3 +223,59 @@ def test_exact_class_distances_match_direct_network_simplex():
             ga, gb = xa[ya == i].numpy(), xb[yb == j].numpy()
             direct = ot.emd2(ot.unif(len(ga)), ot.unif(len(gb)), ot.dist(ga, gb))
             assert W[i, j] == pytest.approx(direct, rel=1e-9)
+
+
+def test_a_kernel_built_from_the_previous_support_equals_a_full_rebuild(monkeypatch):
+    """Kernel(..., previous=K): where the potentials' bound lets it, the new truncated kernel
+    comes from K's entries alone, and holds exactly the entries a rebuild from M keeps."""
+    monkeypatch.setattr(sinkhorn_module, "SPARSE_BELOW", 1.01)  # sparse whenever anything is truncated
+    xa, xb = clouds()
+    M = (0.5 * squared_distances(xa, xb)).float()
+    solution = sinkhorn_module.sinkhorn(M, 0.4)
+    assert solution.kernel.sparse
+    f, g = solution.f, solution.g
+    reused = sinkhorn_module.Kernel(M, f, g, 0.1, previous=solution.kernel)
+    assert reused._within(solution.kernel)
+    rebuilt = sinkhorn_module.Kernel(M, f, g, 0.1)
+    torch.testing.assert_close(reused.K.to_dense(), rebuilt.K.to_dense())
+    torch.testing.assert_close(reused.KT.to_dense(), rebuilt.KT.to_dense())
+    # potentials raised past the bound: the dropped entries may return, so it rebuilds from M
+    raised = sinkhorn_module.Kernel(M, f + 20.0, g, 0.1, previous=solution.kernel)  # growth 20 > 60 * 0.3
+    assert not raised._within(solution.kernel)
+
+
+def test_self_transport_falls_back_to_the_schedule_when_a_cold_start_does_not_converge(monkeypatch):
+    xa, _ = clouds(n=150)
+    xa = torch.cat([xa, xa[:30] + 0.01])
+    M = 0.5 * squared_distances(xa, xa)
+    cold = sinkhorn_module.sinkhorn(M, 0.1, symmetric=True)
+    assert cold.converged and cold.iterations <= sinkhorn_module.COLD_START_ITER
+    monkeypatch.setattr(sinkhorn_module, "COLD_START_ITER", 0)  # the cold start always gives up
+    scheduled = sinkhorn_module.sinkhorn(M, 0.1, symmetric=True)
+    assert scheduled.converged and scheduled.iterations > 0
+    assert cold.value == pytest.approx(scheduled.value, rel=1e-4)
+
+
+def test_stopping_at_max_iter_warns_that_the_value_is_approximate():
+    xa, xb = clouds()
+    with pytest.warns(UserWarning, match="max_iter=2"):
+        solution = sinkhorn_module.sinkhorn(0.5 * squared_distances(xa, xb), 0.1, max_iter=2)
+    assert not solution.converged
+
+
+def test_class_losses_are_the_per_class_losses_with_their_gradients():
+    """OTDD.class_losses (all classes started together) gives loss() of each class's points,
+    and the same gradients."""
+    (xs, ys), (xt, yt) = blobs(seed=0), blobs(n=60, shift=1.0, seed=1)
+    otdd = OTDD(xs, ys)
+    xt = xt.float()
+    batched = xt.clone().requires_grad_(True)
+    losses = otdd.class_losses(batched, yt)
+    assert sorted(losses) == [0, 1, 2]
+    sum(losses.values()).backward()
+    single = xt.clone().requires_grad_(True)
+    for c in range(3):
+        value = otdd.loss(single[yt == c], yt[yt == c])
+        assert float(losses[c]) == pytest.approx(float(value), rel=1e-6)
+        value.backward()
+    torch.testing.assert_close(batched.grad, single.grad)

@@ -19,7 +19,10 @@ where the ORCA reference recomputes it on every call.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
@@ -33,17 +36,33 @@ from orca.registry import DISTANCES
 INNER_METHODS = ("exact", "gaussian")
 
 
-def squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def squared_distances(a: torch.Tensor, b: torch.Tensor, a_sq: torch.Tensor | None = None) -> torch.Tensor:
     """(n, d), (m, d) -> (n, m) squared Euclidean distances, differentiable everywhere
-    (torch.cdist has a NaN gradient at zero distance)."""
-    sq = a.pow(2).sum(1)[:, None] + b.pow(2).sum(1)[None, :] - 2 * a @ b.T
-    return sq.clamp_min(0)
+    (torch.cdist has a NaN gradient at zero distance). a_sq: a's squared norms (n,), if
+    kept from an earlier call."""
+    a_sq = a.pow(2).sum(1) if a_sq is None else a_sq
+    return torch.addmm(a_sq[:, None] + b.pow(2).sum(1)[None, :], a, b.T, alpha=-2).clamp_min(0)
 
 
 @cache
 def _pool() -> ThreadPoolExecutor:
-    """Threads for the network-simplex solves (POT releases the GIL while it solves)."""
+    """Threads for the network-simplex solves (POT releases the GIL while it solves), one
+    a core that torch may use."""
     return ThreadPoolExecutor(max_workers=max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+
+
+@contextmanager
+def _one_torch_thread():
+    """Run small tensor work on one intra-op thread: on a few cores, torch's parallel
+    regions would wait on the cores that the pool's solves hold (measured: a satellite
+    align step, 2 cores, 0.38 s with 2 torch threads, 0.32 s with 1)."""
+    _pool()  # sized by the threads torch had before
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _exact_w2(cost: np.ndarray) -> float:
@@ -91,6 +110,14 @@ def class_distances(xa, ya, xb, yb, inner: str = "exact", D: torch.Tensor | None
     takes its costs from them). float64, no gradient. A label absent from a dataset gives
     NaN entries (never indexed).
     """
+    return start_class_distances(xa, ya, xb, yb, inner, D)()
+
+
+def start_class_distances(xa, ya, xb, yb, inner: str = "exact", D: torch.Tensor | None = None
+                          ) -> Callable[[], np.ndarray]:
+    """class_distances, started: the exact inner method's network-simplex solves (one a
+    class pair) go to the thread pool at once, the largest first; the returned function
+    waits for them and gives the matrix."""
     if inner not in INNER_METHODS:
         raise ConfigError(f"unknown OTDD inner method {inner!r}; known: {', '.join(INNER_METHODS)}")
     symmetric = xa is xb and ya is yb
@@ -101,22 +128,25 @@ def class_distances(xa, ya, xb, yb, inner: str = "exact", D: torch.Tensor | None
     present_a = [c for c, g in enumerate(groups_a) if len(g)]
     present_b = [c for c, g in enumerate(groups_b) if len(g)]
     W = np.full((len(groups_a), len(groups_b)), np.nan)
+    if symmetric:
+        W[present_a, present_a] = 0.0
     if inner == "gaussian":
         fits_a = _gaussian_fits(xa, groups_a, present_a)
         fits_b = fits_a if symmetric else _gaussian_fits(xb, groups_b, present_b)
         W[np.ix_(present_a, present_b)] = bures_matrix(*fits_a, *fits_b).numpy()
-    else:  # one network-simplex solve a pair, the largest first so that the threads finish together
-        D = (squared_distances(xa, xb) if D is None else D.detach().cpu()).double().numpy()
-        pairs = sorted(((i, j) for i in present_a for j in present_b if not symmetric or i < j),
-                       key=lambda p: -len(groups_a[p[0]]) * len(groups_b[p[1]]))
-        values = _pool().map(lambda p: _exact_w2(D[np.ix_(groups_a[p[0]], groups_b[p[1]])]), pairs)
-        for (i, j), w in zip(pairs, values):
-            W[i, j] = w
+        return lambda: W
+    D = (squared_distances(xa, xb) if D is None else D.detach().cpu()).double().numpy()
+    pairs = sorted(((i, j) for i in present_a for j in present_b if not symmetric or i < j),
+                   key=lambda p: -len(groups_a[p[0]]) * len(groups_b[p[1]]))
+    solves = [_pool().submit(_exact_w2, D[np.ix_(groups_a[i], groups_b[j])]) for i, j in pairs]
+
+    def collect() -> np.ndarray:
+        for (i, j), solve in zip(pairs, solves):
+            W[i, j] = solve.result()
             if symmetric:
-                W[j, i] = w
-    if symmetric:
-        W[present_a, present_a] = 0.0
-    return W
+                W[j, i] = W[i, j]
+        return W
+    return collect
 
 
 def ground_cost(D: torch.Tensor, W: np.ndarray, ya: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
@@ -140,6 +170,14 @@ class OTDD:
         self.max_iter, self.tol = max_iter, tol
         self.W_ss = class_distances(self.xs, self.ys, self.xs, self.ys, inner)
         self._source_self: float | None = None
+        self._source_as: dict[torch.dtype, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def source_as(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The source features (ns, d) in `dtype` and their squared norms (ns,), kept."""
+        if dtype not in self._source_as:
+            xs = self.xs.to(dtype)
+            self._source_as[dtype] = xs, xs.pow(2).sum(1)
+        return self._source_as[dtype]
 
     def source_self_term(self) -> float:
         """OT(a, a) of the source with itself: a constant, computed on first use."""
@@ -158,15 +196,44 @@ class OTDD:
         """The OTDD less its constant source term OT(a, a) / 2: the same gradient, without
         an (ns, ns) problem. This is what the align stage minimises. Costs are in xt's
         dtype (float32 features train in float32), label distances in float64."""
+        return self._solve(self._start(xt, yt))
+
+    def class_losses(self, xt: torch.Tensor, yt: torch.Tensor) -> dict[int, torch.Tensor]:
+        """{c: loss(xt[yt == c], yt[yt == c])} for every class c of yt (ORCA's per-class
+        objective). The label distances of all classes are started first, so that the
+        thread pool solves later classes' while Sinkhorn runs on earlier ones."""
         yt = torch.as_tensor(yt, dtype=torch.long, device=xt.device)
-        D_st = squared_distances(self.xs.to(xt.dtype), xt)
-        W_st = class_distances(self.xs, self.ys, xt, yt, self.inner, D_st)
-        value = entropic_ot(ground_cost(D_st, W_st, self.ys, yt), self.eps, self.max_iter, self.tol)
+        with _one_torch_thread():
+            started = {c: self._start(xt[yt == c], yt[yt == c]) for c in torch.unique(yt).tolist()}
+            return {c: self._solve(problem) for c, problem in started.items()}
+
+    def _start(self, xt: torch.Tensor, yt: torch.Tensor) -> _Started:
+        yt = torch.as_tensor(yt, dtype=torch.long, device=xt.device)
+        xs, xs_sq = self.source_as(xt.dtype)
+        D_st = squared_distances(xs, xt, xs_sq)
+        problem = _Started(xt, yt, D_st, start_class_distances(self.xs, self.ys, xt, yt, self.inner, D_st))
         if self.debiased:
-            D_tt = squared_distances(xt, xt)
-            M_tt = ground_cost(D_tt, class_distances(xt, yt, xt, yt, self.inner, D_tt), yt, yt)
+            problem.D_tt = squared_distances(xt, xt)
+            problem.W_tt = start_class_distances(xt, yt, xt, yt, self.inner, problem.D_tt)
+        return problem
+
+    def _solve(self, p: _Started) -> torch.Tensor:
+        value = entropic_ot(ground_cost(p.D_st, p.W_st(), self.ys, p.yt), self.eps, self.max_iter, self.tol)
+        if self.debiased:
+            M_tt = ground_cost(p.D_tt, p.W_tt(), p.yt, p.yt)
             value = value - 0.5 * entropic_ot(M_tt, self.eps, self.max_iter, self.tol, symmetric=True)
-        return value.to(xt.dtype)
+        return value.to(p.xt.dtype)
+
+
+@dataclass
+class _Started:
+    """One target batch's OTDD terms, with their label distances on the way."""
+    xt: torch.Tensor                       # (nt, d)
+    yt: torch.Tensor                       # (nt,)
+    D_st: torch.Tensor                     # (ns, nt) squared distances, differentiable in xt
+    W_st: Callable[[], np.ndarray]         # waits for the (Cs, Ct) label distances
+    D_tt: torch.Tensor | None = None       # (nt, nt), debiased only
+    W_tt: Callable[[], np.ndarray] | None = None
 
 
 DISTANCES.register("otdd")(OTDD)
