@@ -279,3 +279,13 @@ def test_class_losses_are_the_per_class_losses_with_their_gradients():
         assert float(losses[c]) == pytest.approx(float(value), rel=1e-6)
         value.backward()
     torch.testing.assert_close(batched.grad, single.grad)
+
+
+def test_a_cost_far_from_zero_shifts_the_value_by_its_offset():
+    """OT_eps(M + c) = OT_eps(M) + c: a cost whose smallest entry is thousands of eps above
+    zero must not underflow the first kernel (a smoke run's 200 x 8 cost once did)."""
+    xa, xb = clouds(n=200, m=8)
+    M = 0.5 * squared_distances(xa, xb)
+    base = sinkhorn_module.sinkhorn(M, 0.1).value
+    shifted = sinkhorn_module.sinkhorn(M + 500.0, 0.1).value
+    assert shifted == pytest.approx(base + 500.0, rel=1e-6)

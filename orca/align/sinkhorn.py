@@ -155,7 +155,9 @@ def sinkhorn(M: torch.Tensor, eps: float, tol: float = 1e-4, max_iter: int = 100
     M = M.detach().to(dtype)
     a = torch.full((n,), 1.0 / n, dtype=dtype, device=M.device)
     b = torch.full((m,), 1.0 / m, dtype=dtype, device=M.device)
-    f, g = (torch.zeros(k, dtype=torch.float64, device=M.device) for k in (n, m))
+    # start from potentials that put the kernel's largest entry at exp(0): a cost far from
+    # zero (min(M) many eps above 0) would otherwise underflow the whole first kernel
+    f, g = (torch.full((k,), float(M.min()) / 2, dtype=torch.float64, device=M.device) for k in (n, m))
     solution = _scale(M, f, g, [eps], a, b, tol, COLD_START_ITER, symmetric) if symmetric else None
     if solution is None or not solution.converged:
         solution = _scale(M, f, g, _schedule(M, eps), a, b, tol, max_iter, symmetric)
