@@ -182,8 +182,8 @@ class OTDD:
     def source_self_term(self) -> float:
         """OT(a, a) of the source with itself: a constant, computed on first use."""
         if self._source_self is None:  # the cost in the kernel's precision: the value is float64 anyway
-            xs = self.xs.to(kernel_dtype(self.tol))
-            M = ground_cost(squared_distances(xs, xs), self.W_ss, self.ys, self.ys)
+            xs, xs_sq = self.source_as(kernel_dtype(self.tol))
+            M = ground_cost(squared_distances(xs, xs, xs_sq), self.W_ss, self.ys, self.ys)
             self._source_self = sinkhorn(M, self.eps, self.tol, self.max_iter, symmetric=True).value
         return self._source_self
 
