@@ -144,6 +144,8 @@ class _GPT2TextEmbeddings(nn.Module):
 
 def wrap_hf_model(model: nn.Module, key: str, tokenizer=None) -> LoadedBody:
     """Detach a Hugging Face encoder from its input embeddings and wrap it as a Body."""
+    if getattr(model, "pooler", None) is not None:  # BERT's [CLS] pooler: the heads pool tokens themselves
+        model.pooler = None
     if hasattr(model, "embeddings") and hasattr(model.embeddings, "position_embeddings"):
         text_embeddings = model.embeddings  # BERT family: word + position + type, LayerNorm
         positions = text_embeddings.position_embeddings.weight
@@ -159,7 +161,7 @@ def wrap_hf_model(model: nn.Module, key: str, tokenizer=None) -> LoadedBody:
         )
     if getattr(model.config, "model_type", "") == "roberta":  # RoBERTa's first positions are padding slots
         positions = positions[model.config.pad_token_id + 1 :]
-    text_embeddings.requires_grad_(False)
+    text_embeddings.requires_grad_(False).eval()  # features only: frozen, no dropout
     return LoadedBody(TextBody(model, positions), key, tokenizer, text_embeddings)
 
 
@@ -167,7 +169,7 @@ def wrap_swin_model(model: nn.Module, key: str) -> LoadedBody:
     """Wrap a transformers SwinModel; its own patch embedding stays outside the trained
     model, for building the image source data of the align stage."""
     image_embeddings = model.embeddings
-    image_embeddings.requires_grad_(False)
+    image_embeddings.requires_grad_(False).eval()  # features only: frozen, no dropout
     body = SwinBody(model)
     model.embeddings = None  # the task's embedder makes the tokens
     return LoadedBody(body, key, image_embeddings=image_embeddings)

@@ -26,7 +26,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.preprocessing import StandardScaler
 
 from orca.errors import ConfigError
-from orca.tasks import Splits, Task
+from orca.tasks import Splits, Task, inputs_of, labels_of
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def _scores(model, kind: str, x: np.ndarray, num_outputs: int, target_shape) -> 
 def evaluate(task: Task, outputs: torch.Tensor, dataset) -> dict[str, float]:
     """The task's metrics of `outputs` on a whole split, plus its `error`."""
     metrics = task.metrics()
-    _, y, *rest = dataset.tensors
+    y, *rest = labels_of(dataset)
     metrics.update(outputs, y, **task.extras(rest))
     values = {k: float(v) for k, v in metrics.compute().items()}
     return {**values, "error": task.error(values)}
@@ -73,20 +73,22 @@ def fit_classical(task: Task, splits: Splits, seed: int = 0, max_iter: int = 300
     Returns (val metrics, test metrics, record, parameter counts); the record names the
     model, the chosen strength and each strength's validation error."""
     kind = task.output_kind
-    if task.extras(splits.train.tensors[2:]).get("mask") is not None:
+    if task.extras(labels_of(splits.train)[1:]).get("mask") is not None:
         raise ConfigError(f"method=classical does not handle task {task.name!r}: its targets carry a mask")
-    features = int(np.prod(splits.train.tensors[0].shape[1:]))
+    features = int(np.prod(task.input_shape))
     if features > MAX_FEATURES:
         raise ConfigError(f"method=classical: task {task.name!r} has {features} input values a sample, more than "
                           f"{MAX_FEATURES} for a linear baseline on the raw inputs")
-    flat = {name: getattr(splits, name).tensors[0].flatten(1).numpy() for name in ("train", "val", "test")}
-    y_train = splits.train.tensors[1].numpy()
-    if len(y_train) > max_train:
+    y_train = labels_of(splits.train)[0].numpy()
+    keep = slice(None)
+    if len(y_train) > max_train:  # a fixed random subset, chosen before any input is materialised
         keep = np.sort(np.random.default_rng(seed).permutation(len(y_train))[:max_train])
-        flat["train"], y_train = flat["train"][keep], y_train[keep]
+        y_train = y_train[keep]
+    flat = {name: inputs_of(getattr(splits, name), keep if name == "train" else slice(None)).flatten(1).numpy()
+            for name in ("train", "val", "test")}
     scaler = StandardScaler().fit(flat["train"])  # once, shared by every strength of the grid
     flat = {name: scaler.transform(x) for name, x in flat.items()}
-    target_shape = tuple(splits.train.tensors[1].shape[1:])
+    target_shape = tuple(labels_of(splits.train)[0].shape[1:])
     if kind == "dense":
         y_train = y_train.reshape(len(y_train), -1)
     fitted, val_errors = {}, {}

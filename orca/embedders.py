@@ -213,4 +213,7 @@ def create_embedder(name: str, input_shape, body: Body, target_len: int | None =
             )
     elif target_len < 1:
         raise ConfigError(f"embedder.target_len must be a positive number of tokens, got {target_len}")
+    if (options.get("patch_size") or 1) < 1:
+        raise ConfigError(f"embedder.patch_size must be a positive number of input steps or pixels, "
+                          f"got {options['patch_size']}; or null for the smallest that fits target_len")
     return EMBEDDERS.get(name)(input_shape, body, target_len=target_len, **options)

@@ -23,3 +23,8 @@ class NonFiniteLossError(OrcaError):
 
 class RunExistsError(OrcaError):
     """The run folder already holds a finished run; nothing is overwritten."""
+
+
+class DataError(OrcaError):
+    """Data that cannot be used: a corrupt or truncated file (named), NaN or inf values, a
+    class without training samples."""

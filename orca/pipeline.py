@@ -21,24 +21,28 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
 from orca.align.sources import load_source
 from orca.bodies import load_body
-from orca.classical import fit_classical
 from orca.budget import StepPlan, calibrate, fixed_plan, plan_steps
+from orca.classical import fit_classical
 from orca.embedders import create_embedder
-from orca.errors import ConfigError, RunExistsError
+from orca.errors import ConfigError
 from orca.heads import create_head
 from orca.methods import MethodConfig
 from orca.model import OrcaModel
-from orca.record import RECORD_NAME, StageTimer, package_versions, peak_rss_mb, summary, write_record
+from orca.preflight import check_run_folder
+from orca.record import StageTimer, package_versions, peak_rss_mb, summary, write_record
 from orca.registry import DISTANCES
+from orca.resume import EpochSampler, ExactResume
 from orca.stages import AlignStage, ClassBatchSampler, FinetuneStage
-from orca.tasks import Task, create_task
+from orca.tasks import Task, create_task, inputs_of, labels_of
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +52,29 @@ def _options(node: DictConfig, drop: tuple[str, ...] = ("name",)) -> dict:
 
 
 def _trainer(cfg: DictConfig, run_dir: Path, stage: str, **kwargs) -> L.Trainer:
-    return L.Trainer(logger=CSVLogger(run_dir, name="logs", version=stage), num_sanity_val_steps=0,
-                     enable_model_summary=False, **_options(cfg.trainer, drop=()), **kwargs)
+    try:
+        return L.Trainer(logger=CSVLogger(run_dir, name="logs", version=stage), num_sanity_val_steps=0,
+                         enable_model_summary=False, **_options(cfg.trainer, drop=()), **kwargs)
+    except (MisconfigurationException, ValueError, TypeError) as exc:  # Lightning's word on trainer.* options
+        raise ConfigError(f"the trainer options do not work: {exc}; check trainer.* "
+                          "(https://lightning.ai/docs/pytorch/stable/common/trainer.html)") from None
 
 
 def _subset(n: int, size: int, seed: int = 0) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: min(n, size)]
+
+
+class _WithLabels(Dataset):
+    """(input, align label) pairs of a split."""
+
+    def __init__(self, split, labels: torch.Tensor):
+        self.split, self.labels = split, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.split[i][0], self.labels[i]
 
 
 @torch.no_grad()
@@ -62,7 +83,7 @@ def _pooled_features(embedder: torch.nn.Module, x: torch.Tensor, batch: int = 64
     return torch.cat([embedder(x[i : i + batch]).mean(1) for i in range(0, len(x), batch)])
 
 
-def run_align(cfg: DictConfig, task: Task, train: TensorDataset, loaded, embedder, run_dir: Path,
+def run_align(cfg: DictConfig, task: Task, train, loaded, embedder, run_dir: Path,
               timer: StageTimer) -> dict:
     """Stage 2. Returns the align record: the distance minimised, the OTDD before and after, source."""
     a = cfg.align
@@ -72,6 +93,7 @@ def run_align(cfg: DictConfig, task: Task, train: TensorDataset, loaded, embedde
         embedder.load_state_dict(state["embedder"])
         log.info("align stage already done (%s): skipped", ckpt)
         return state["record"]
+    distance_type = DISTANCES.get(a.distance)  # an unknown name fails before any work
     source = a.source
     if source == "auto":  # what the body was pretrained on; a folder given on the command line wins
         images = loaded.image_embeddings is not None
@@ -82,25 +104,25 @@ def run_align(cfg: DictConfig, task: Task, train: TensorDataset, loaded, embedde
                                           seed=0, cache_dir=cfg.paths.cache_dir, download=cfg.data.download)
     log.info("align source: %s", description)
 
-    x, y = train.tensors[:2]  # a masked dense task also holds its mask
-    labels = task.align_labels(y)
+    labels = task.align_labels(labels_of(train)[0])
     options = _options(a.options, drop=())
-    distance = DISTANCES.get(a.distance)(xs, ys, **options)
+    distance = distance_type(xs, ys, **options)
     # The reported distance is the OTDD whatever the align stage minimises (one scale for
     # every run), on a fixed subset of target and source, identical before and after.
-    t_idx, s_idx = _subset(len(x), a.eval_samples), _subset(len(xs), a.eval_source_samples)
+    t_idx, s_idx = _subset(len(train), a.eval_samples), _subset(len(xs), a.eval_source_samples)
     evaluator = DISTANCES.get("otdd")(xs[s_idx], ys[s_idx], **(options if a.distance == "otdd" else {}))
 
     def measure() -> float:
-        return float(evaluator(_pooled_features(embedder, x[t_idx]).double(), labels[t_idx]))
+        return float(evaluator(_pooled_features(embedder, inputs_of(train, t_idx)).double(), labels[t_idx]))
 
     with timer.stage("align"):
+        L.seed_everything(cfg.seed, workers=True, verbose=False)  # the same stage whether or not it restarts
         before = measure()
         log.info("OTDD before alignment: %.4g", before)
         embedder.train()
         weights = torch.bincount(labels).float() / len(labels)
         module = AlignStage(embedder, distance, weights, lr=a.lr, milestones=a.milestones, gamma=a.gamma)
-        loader = DataLoader(TensorDataset(x, labels),
+        loader = DataLoader(_WithLabels(train, labels),
                             batch_sampler=ClassBatchSampler(labels, a.per_class, a.steps, seed=cfg.seed))
         if a.steps > 0:  # align.steps=0: the ablation's unaligned embedder, measured the same way
             _trainer(cfg, run_dir, "align", max_steps=a.steps, enable_checkpointing=False).fit(module, loader)
@@ -110,16 +132,24 @@ def run_align(cfg: DictConfig, task: Task, train: TensorDataset, loaded, embedde
     record = {"distance": a.distance, "reported": "otdd", "before": before, "after": after, "source": description,
               "eval_samples": len(t_idx), "eval_source_samples": len(s_idx), "steps": len(seconds),
               "classes": len(weights), "distance_s_per_step": round(statistics.median(seconds), 4) if seconds else None}
-    ckpt.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"embedder": embedder.state_dict(), "record": record}, ckpt)
+    if _rank_zero():
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"embedder": embedder.state_dict(), "record": record}, ckpt)
     return record
 
 
 def plan_finetune(cfg: DictConfig, module: FinetuneStage, train: DataLoader, splits, run_dir: Path,
-                  timer: StageTimer) -> StepPlan:
+                  timer: StageTimer) -> StepPlan | None:
     """How many steps to train and how often to validate: finetune.max_steps when given,
     else as many as fit in what is left of budget_s (calibrated on this machine). The plan
-    is kept in the run folder, so that a resumed run follows the one it started with."""
+    is kept in the run folder, so that a resumed run follows the one it started with; in a
+    DDP run that an earlier stage started, rank zero's plan is every process's."""
+    if not torch.distributed.is_initialized():
+        return _make_plan(cfg, module, train, splits, run_dir, timer)
+    return _from_rank_zero(_make_plan(cfg, module, train, splits, run_dir, timer) if _rank_zero() else None)
+
+
+def _make_plan(cfg, module, train, splits, run_dir: Path, timer: StageTimer) -> StepPlan | None:
     f = cfg.finetune
     path = run_dir / "checkpoints" / "finetune-plan.json"
     if path.exists():
@@ -128,25 +158,37 @@ def plan_finetune(cfg: DictConfig, module: FinetuneStage, train: DataLoader, spl
         plan = fixed_plan(f.max_steps, f.num_validations)
     elif cfg.get("budget_s"):
         calibration = calibrate(module, train, f.accumulate_grad_batches,
-                                splits.val.tensors[0][: f.eval_batch_size])
+                                inputs_of(splits.val, slice(0, f.eval_batch_size)))
         seconds_left = cfg.budget_s - timer.elapsed()
         plan = plan_steps(calibration, seconds_left, len(splits.val), len(splits.test), f.num_validations)
         log.info("time budget: %.0f s left, %.3f s a step -> %d steps, validating every %d",
                  seconds_left, calibration.step_s, plan.max_steps, plan.val_every)
     else:
         return None  # epochs (budget=paper): the trainer's own options
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(plan.to_dict(), indent=2))
+    if _rank_zero():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(plan.to_dict(), indent=2))
     return plan
+
+
+def _rank_zero() -> bool:
+    """Only the first process writes files (configs, checkpoints, plans, records)."""
+    return rank_zero_only.rank == 0
+
+
+def _from_rank_zero(value):
+    """`value` as rank zero has it, on every process (a DDP run started by an earlier stage)."""
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def run_finetune(cfg: DictConfig, task: Task, splits, model: OrcaModel, run_dir: Path, timer: StageTimer):
     """Stage 3. Returns val metrics of the selected weights, their test metrics, their
     checkpoint, and what the stage did (steps planned and done, seconds a step)."""
     f = cfg.finetune
-    gen = torch.Generator().manual_seed(cfg.seed)
-    train = DataLoader(splits.train, batch_size=f.batch_size, shuffle=True, generator=gen)
-    val = DataLoader(splits.val, batch_size=f.eval_batch_size)
+    order = EpochSampler(len(splits.train), f.batch_size, seed=cfg.seed)  # resumable: orca/resume.py
+    val = DataLoader(splits.val, batch_size=f.eval_batch_size)  # every process sees whole splits: exact metrics
     test = DataLoader(splits.test, batch_size=f.eval_batch_size)
     module = FinetuneStage(model, task, optimizer=f.optimizer, warmup_frac=f.warmup_frac, new_lr=f.new_lr)
     ckpt_dir = run_dir / "checkpoints" / "finetune"
@@ -163,11 +205,19 @@ def run_finetune(cfg: DictConfig, task: Task, splits, model: OrcaModel, run_dir:
                         val_check_interval=plan.val_every * f.accumulate_grad_batches)
         if plan.seconds_left is not None and f.stop_on_time:  # if this machine turns slower than calibrated
             schedule["max_time"] = timedelta(seconds=max(1.0, cfg.budget_s - timer.elapsed() - 10))
-    trainer = _trainer(cfg, run_dir, "finetune", callbacks=[best], accumulate_grad_batches=f.accumulate_grad_batches,
-                       gradient_clip_val=f.gradient_clip_val, **schedule)
+    resume = ExactResume(order, f.accumulate_grad_batches, on_save=timer.save)
+    trainer = _trainer(cfg, run_dir, "finetune", callbacks=[best, resume],
+                       accumulate_grad_batches=f.accumulate_grad_batches, gradient_clip_val=f.gradient_clip_val,
+                       **schedule)
+    if f.batch_size % trainer.world_size:
+        raise ConfigError(f"finetune.batch_size={f.batch_size} does not split over {trainer.world_size} processes; "
+                          f"make it a multiple of {trainer.world_size}")
+    order.shard(trainer.global_rank, trainer.world_size)  # DDP: each process its share of each batch
+    train = DataLoader(splits.train, batch_size=f.batch_size // trainer.world_size, sampler=order)
     last = ckpt_dir / "last.ckpt"
     with timer.stage("finetune"):
         t0 = time.perf_counter()
+        L.seed_everything(cfg.seed, workers=True, verbose=False)  # dropout; a resume restores the saved state
         trainer.fit(module, train, val, ckpt_path=last if last.exists() else None)
         fit_s = time.perf_counter() - t0
     if not best.best_model_path:
@@ -177,9 +227,9 @@ def run_finetune(cfg: DictConfig, task: Task, splits, model: OrcaModel, run_dir:
         test_metrics = trainer.test(module, test, ckpt_path=best.best_model_path, verbose=False)[0]
     steps = int(trainer.global_step)
     stage_record = {"steps_done": steps, "steps_planned": plan.max_steps if plan else None,
-               "stopped_on_time": bool(plan and steps < plan.max_steps),
-               "seconds_per_step": round(fit_s / max(1, steps), 4), "selected_step": _step_of(best.best_model_path),
-               "plan": plan.to_dict() if plan else None}
+                    "stopped_on_time": bool(plan and steps < plan.max_steps),
+                    "seconds_per_step": round(fit_s / max(1, steps - resume.start_step), 4),  # this attempt's
+                    "selected_step": _step_of(best.best_model_path), "plan": plan.to_dict() if plan else None}
     return _unprefix(val_metrics, "val/"), _unprefix(test_metrics, "test/"), best.best_model_path, stage_record
 
 
@@ -189,10 +239,10 @@ def _step_of(checkpoint: str) -> int | None:
 
 
 @torch.no_grad()
-def check_output_shape(task: Task, model: OrcaModel, train: TensorDataset) -> None:
+def check_output_shape(task: Task, model: OrcaModel, train) -> None:
     """Run two real samples through the model before any training; the outputs must match
     the targets ((2, K) logits for classes)."""
-    x, y = train.tensors[0][:2], train.tensors[1][:2]
+    x, y = inputs_of(train, slice(0, 2)), labels_of(train)[0][:2]
     out = model(x)
     expected = (len(x), task.num_outputs) if task.output_kind == "classes" else tuple(y.shape)
     if tuple(out.shape) != expected:
@@ -231,20 +281,26 @@ def _run_transformer(cfg: DictConfig, task: Task, splits, method: MethodConfig, 
     return val_metrics, test_metrics, align_record, finetune_record, model.parameter_counts(), best_path
 
 
+def import_plugin(module: str) -> None:
+    try:
+        importlib.import_module(module)
+    except Exception as exc:  # any failure of the user's module: name it, and the fix
+        raise ConfigError(f"plugin module {module!r} could not be imported ({type(exc).__name__}: {exc}); "
+                          "check the name in plugins=[...] and that its package is installed") from None
+
+
 def train(cfg: DictConfig) -> dict:
     """Run one experiment end to end; returns its record (also written to results.json)."""
     run_dir = Path(cfg.paths.run_dir)
-    if (run_dir / RECORD_NAME).exists():
-        raise RunExistsError(f"{run_dir / RECORD_NAME} exists: that run is finished and is not overwritten; "
-                             "choose another hydra.run.dir or remove the folder")
+    check_run_folder(run_dir, cfg)  # finished, read-only, or another configuration's checkpoints
     run_dir.mkdir(parents=True, exist_ok=True)
-    config_path = run_dir / "config.yaml"
-    if not config_path.exists():
-        config_path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if _rank_zero() and not (run_dir / "checkpoints").exists():  # else the same configuration's, kept as it was
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     for module in cfg.get("plugins") or []:  # the user's own components register on import
-        importlib.import_module(module)
+        import_plugin(module)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    timer = StageTimer()
+    timer = StageTimer(run_dir / "checkpoints" / "time.json" if _rank_zero() else None)  # summed over attempts
+    timer.save()  # this attempt counts from its start
     method = MethodConfig(**_options(cfg.method, drop=()))
 
     with timer.stage("data"):
@@ -268,12 +324,13 @@ def train(cfg: DictConfig) -> dict:
         "error_name": task.error_name, "paper": task.paper,
         "align": align_record,
         "finetune": None if classical else method_record, "classical": method_record if classical else None,
-        "time_s": timer.totals(), "peak_rss_mb": round(peak_rss_mb(), 1),
+        "time_s": timer.totals(), "attempts": timer.attempts, "peak_rss_mb": round(peak_rss_mb(), 1),
         "peak_rss_mb_by_stage": timer.peak_rss_mb,
         "data_sizes": splits.sizes(), "params": params,
         "checkpoint": best_path and str(best_path), "versions": package_versions(),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    write_record(run_dir, record)
-    print("\n" + summary(record))
+    if _rank_zero():
+        write_record(run_dir, record)
+        print("\n" + summary(record))
     return record

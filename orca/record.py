@@ -18,28 +18,53 @@ def peak_rss_mb() -> float:
 
 
 class StageTimer:
-    """Wall-clock seconds and peak RSS after each named stage."""
+    """Wall-clock seconds and peak RSS after each named stage.
 
-    def __init__(self):
+    With a `path`, the times are summed over the attempts of a run that was interrupted and
+    resumed: each attempt adds its own to what the file holds (written at each stage's end
+    and at each checkpoint, so a killed attempt counts up to its last checkpoint).
+    """
+
+    def __init__(self, path: Path | None = None):
         self.start = time.perf_counter()
-        self.time_s: dict[str, float] = {}
+        self.path = path
+        saved = json.loads(path.read_text()) if path is not None and path.exists() else {}
+        self.attempts = saved.get("attempts", 0) + 1
+        self.earlier: dict[str, float] = saved.get("time_s", {})  # all earlier attempts
+        self.time_s: dict[str, float] = {}  # this attempt's finished stages
+        self.running: dict[str, float] = {}  # stage -> its start in this attempt
         self.peak_rss_mb: dict[str, float] = {}
 
     @contextmanager
     def stage(self, name: str):
-        t0 = time.perf_counter()
+        self.running[name] = time.perf_counter()
         try:
             yield
         finally:
-            self.time_s[name] = round(time.perf_counter() - t0, 2)
+            self.time_s[name] = self.time_s.get(name, 0.0) + time.perf_counter() - self.running.pop(name)
             self.peak_rss_mb[name] = round(peak_rss_mb(), 1)
+            self.save()
 
     def elapsed(self) -> float:
-        """Seconds since the run started."""
+        """Seconds since this attempt started."""
         return time.perf_counter() - self.start
 
     def totals(self) -> dict[str, float]:
-        return {**self.time_s, "total": round(time.perf_counter() - self.start, 2)}
+        """Seconds per stage and in all, over every attempt (running stages up to now)."""
+        now = time.perf_counter()
+        current = dict(self.time_s, total=now - self.start)
+        for name, t0 in self.running.items():
+            current[name] = current.get(name, 0.0) + now - t0
+        names = [*self.earlier, *(k for k in current if k not in self.earlier)]
+        summed = {k: round(self.earlier.get(k, 0.0) + current.get(k, 0.0), 2) for k in names if k != "total"}
+        return {**summed, "total": round(self.earlier.get("total", 0.0) + current["total"], 2)}
+
+    def save(self) -> None:
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"attempts": self.attempts, "time_s": self.totals()}))
+            tmp.replace(self.path)
 
 
 def package_versions() -> dict[str, str]:

@@ -106,6 +106,8 @@ class FinetuneStage(L.LightningModule):
         self.optimizer_options, self.warmup_frac, self.new_lr = dict(optimizer), warmup_frac, new_lr
         self.val_metrics = task.metrics().clone(prefix="val/")
         self.test_metrics = task.metrics().clone(prefix="test/")
+        for metric in (*self.val_metrics.values(), *self.test_metrics.values()):
+            metric.sync_on_compute = False  # under DDP every process evaluates the whole split
 
     def forward(self, x):
         return self.model(x)

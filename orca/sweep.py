@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orca.errors import ConfigError
+from orca.preflight import check_overrides, known_options
 from orca.record import RECORD_NAME
 
 FAILED_NAME = "failed.txt"
@@ -86,6 +87,27 @@ def parse_data_roots(pairs: list[str]) -> dict[str, str]:
             raise ConfigError(f"--data-root takes TASK=PATH, got {pair!r}")
         roots[task] = path
     return roots
+
+
+def split_names(values: list[str] | None) -> list[str] | None:
+    """Command-line lists given as `a,b`, `a b` or both -> [a, b]."""
+    return None if values is None else [v for value in values for v in value.split(",") if v]
+
+
+def check_runs(runs: list[Run]) -> None:
+    """Before anything is launched: every task and method name is known, and each task's
+    command composes with keys and values of the right types (orca/preflight.py)."""
+    for group, names in (("task", {r.task for r in runs}), ("method", {r.method for r in runs})):
+        known = known_options(group)
+        unknown = sorted(names - set(known))
+        if unknown:
+            raise ConfigError(f"unknown {group}{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                              f"known {group}s: {', '.join(known)}")
+    first = {}
+    for run in runs:
+        first.setdefault(run.task, run)
+    for run in first.values():
+        check_overrides(run.command()[3:-1])  # the overrides, without the interpreter and the run folder
 
 
 def plan(suite: Suite, out: Path, tasks=None, methods=None, seeds=None, budget=None,

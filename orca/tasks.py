@@ -17,10 +17,12 @@ the flattened targets), as the reference method does.
 from __future__ import annotations
 
 import hashlib
+import logging
 import tarfile
 import urllib.request
 import zipfile
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -28,13 +30,80 @@ from typing import ClassVar
 import numpy as np
 import torch
 import torchmetrics
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
-from orca.errors import ConfigError, DataNotFoundError
+from orca.errors import ConfigError, DataError, DataNotFoundError
 from orca.metrics import MultilabelMeanAUROC, MultilabelMeanAveragePrecision
 from orca.registry import TASKS
 
 SPLITS = ("train", "val", "test")
+log = logging.getLogger(__name__)
+
+
+class WindowArray:
+    """Windows of 1D recordings, cut when read; it stands for the (n, 1, length) array of them.
+
+    `signal` (T,) float32 holds the recordings end to end, each as the task prepared it and
+    at least `length` long; window i is ``signal[starts[i] : starts[i] + length]``. Windows
+    that overlap (ECG's training windows overlap up to 12-fold) share the recordings' memory
+    instead of copying it. Indexing with an index array or a slice gives a WindowArray of
+    those windows; :meth:`values` cuts them.
+    """
+
+    def __init__(self, signal: np.ndarray, starts: np.ndarray, length: int):
+        self.signal, self.starts, self.length = signal, np.asarray(starts, dtype=np.int64), length
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self.starts), 1, self.length)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, index) -> WindowArray:
+        return WindowArray(self.signal, self.starts[index], self.length)
+
+    def values(self, index=slice(None)) -> np.ndarray:
+        """(k, 1, length) float32 windows `index` (an int gives (1, length))."""
+        starts = self.starts[index]
+        cut = self.signal[np.asarray(starts)[..., None] + np.arange(self.length)]
+        return cut[..., None, :]
+
+    def bad_windows(self) -> np.ndarray:
+        """Indices of the windows that hold NaN or inf."""
+        bad = np.concatenate([[0], np.cumsum(~np.isfinite(self.signal))])
+        return np.flatnonzero(bad[self.starts + self.length] > bad[self.starts])
+
+
+class WindowDataset(Dataset):
+    """A split whose inputs are a :class:`WindowArray`: a sample's window is cut when it
+    is read. `tensors`, as a TensorDataset's, cuts every window (small data and tests)."""
+
+    def __init__(self, windows: WindowArray, *others: torch.Tensor):
+        self.windows, self.others = windows, others
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, i):
+        return (torch.from_numpy(self.windows.values(i)), *(t[i] for t in self.others))
+
+    def inputs(self, index) -> torch.Tensor:
+        return torch.from_numpy(self.windows.values(index))
+
+    @property
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return (self.inputs(slice(None)), *self.others)
+
+
+def inputs_of(dataset, index=slice(None)) -> torch.Tensor:
+    """Inputs (k, *input_shape) of the samples `index` of a split, however it holds them."""
+    return dataset.inputs(index) if isinstance(dataset, WindowDataset) else dataset.tensors[0][index]
+
+
+def labels_of(dataset) -> tuple[torch.Tensor, ...]:
+    """The targets of a whole split, then its extras (mask or groups), without its inputs."""
+    return dataset.others if isinstance(dataset, WindowDataset) else dataset.tensors[1:]
 
 
 @dataclass
@@ -73,8 +142,12 @@ class Task(ABC):
 
     def load(self, root: str | Path, download: bool = True, max_samples: dict | None = None,
              seed: int = 0) -> Splits:
-        arrays = self.load_arrays(Path(root).expanduser(), download)
-        tensors = {}
+        root = Path(root).expanduser()
+        if root.exists() and not root.is_dir():
+            raise DataNotFoundError(f"data.root {root} is a file; point data.root at the folder that holds "
+                                    f"task {self.name!r}'s files (or at an empty folder to download them into)")
+        arrays = self.load_arrays(root, download)
+        tensors, labels, kept = {}, {}, {}
         for split in SPLITS:
             x, *targets = arrays[split]
             if tuple(x.shape[1:]) != tuple(self.input_shape):
@@ -82,13 +155,36 @@ class Task(ABC):
                     f"task {self.name!r}: {split} inputs are shaped {tuple(x.shape[1:])} per sample, "
                     f"expected {tuple(self.input_shape)}"
                 )
+            self.check_values(split, x, targets[0])
+            labels[split] = targets[0]
             cap = (max_samples or {}).get(split)
             if cap is not None and len(x) > cap:  # a budget's cap: a fixed random subset
                 keep = capped_subset(len(x), cap, seed, self.extras(targets[1:]).get("groups"))
                 x, targets = x[keep], [t[keep] for t in targets]
-            tensors[split] = TensorDataset(torch.as_tensor(x, dtype=torch.float32),
-                                           *(torch.as_tensor(t) for t in targets))
+            kept[split] = targets[0]
+            others = [torch.as_tensor(t) for t in targets]
+            tensors[split] = (WindowDataset(x, *others) if isinstance(x, WindowArray) else
+                              TensorDataset(torch.as_tensor(x, dtype=torch.float32), *others))
+        self.check_classes(labels)
+        if any(kept[s] is not labels[s] for s in SPLITS):
+            self.check_classes(kept, strict=False)  # what a budget's caps (data.max_samples) left
         return Splits(**tensors)
+
+    def check_values(self, split: str, x: np.ndarray, y: np.ndarray) -> None:
+        """Inputs and float targets must be finite; classes must have training samples."""
+        for what, a in (("inputs", x), ("targets", y)):
+            if isinstance(a, WindowArray):
+                bad = a.bad_windows()
+            else:
+                a = np.asarray(a)
+                finite = a.dtype.kind != "f" or np.isfinite(a).all()
+                bad = [] if finite else np.flatnonzero(~np.isfinite(a.reshape(len(a), -1)).all(1))
+            if len(bad):
+                raise DataError(f"task {self.name!r}: {len(bad)} {split} samples hold NaN or inf {what} (the first "
+                                f"is sample {bad[0]}); clean or drop them in the data files")
+
+    def check_classes(self, labels: dict[str, np.ndarray], strict: bool = True) -> None:
+        """Tasks with classes check their labels, per split (an error; a warning if not strict)."""
 
     def extras(self, tensors) -> dict:
         """The tensors after (inputs, targets) of a batch or split, by name."""
@@ -129,6 +225,28 @@ class ClassificationTask(Task):
 
     def align_labels(self, targets):
         return targets.long()  # the classes themselves
+
+    def check_classes(self, labels: dict[str, np.ndarray], strict: bool = True) -> None:
+        """Labels lie in 0..K-1, and every class in validation or test has training samples
+        (a class in no split at all is allowed: a subset of a dataset's classes)."""
+        labels = {split: np.asarray(y) for split, y in labels.items()}
+        for split, y in labels.items():
+            outside = y[(y < 0) | (y >= self.num_outputs)]
+            if len(outside):
+                raise DataError(f"task {self.name!r}: label {outside[0]} in the {split} split is outside "
+                                f"0..{self.num_outputs - 1}; check the label files")
+        trained = set(np.unique(labels["train"]).tolist())
+        for split in ("val", "test"):
+            missing = sorted(set(np.unique(labels[split]).tolist()) - trained)
+            if not missing:
+                continue
+            message = (f"task {self.name!r}: class{'es' if len(missing) > 1 else ''} "
+                       f"{', '.join(map(str, missing[:10]))} of the {split} split "
+                       f"{'have' if len(missing) > 1 else 'has'} no training samples")
+            if not strict:  # a budget's cap: the run goes on, the user is told
+                log.warning("%s after data.max_samples; raise the caps for a run that sees every class", message)
+                return
+            raise DataError(f"{message}; check the label files, or merge or drop those classes in the task")
 
 
 class MultiLabelTask(Task):
@@ -248,6 +366,19 @@ def fetch_archive(url: str, root: Path, expected: str, md5: str | None = None, d
                 tf.extractall(root, filter="data")
     if not target.exists():
         raise DataNotFoundError(f"expected {target}, but the download from {url} did not contain it")
+
+
+@contextmanager
+def reading(path: Path):
+    """Any failure to parse `path` becomes a DataError that names the file and the fix."""
+    try:
+        yield
+    except (DataNotFoundError, ConfigError, MemoryError):
+        raise
+    except Exception as exc:  # numpy, scipy, pickle, PIL, torch: each fails its own way on a bad file
+        message = str(exc).splitlines()[0] if str(exc) else ""
+        raise DataError(f"could not read {path} ({type(exc).__name__}: {message}); the file is corrupt or "
+                        "truncated: download it again, or remove it so that it is downloaded") from None
 
 
 def require_files(root: Path, names: list[str], url: str) -> None:

@@ -1,4 +1,8 @@
-"""Command line: ``python -m orca.train task=ecg method=fpt seed=1`` (Hydra; ``-m`` sweeps)."""
+"""Command line: ``python -m orca.train task=ecg method=fpt seed=1`` (Hydra; ``-m`` sweeps).
+
+The command line is checked (orca/preflight.py) before Hydra writes anything; an error the
+user can fix prints one line and exits with status 2.
+"""
 from __future__ import annotations
 
 import sys
@@ -7,17 +11,33 @@ import hydra
 from omegaconf import DictConfig
 
 from orca.errors import OrcaError
-from orca.pipeline import train
+from orca.preflight import preflight
+
+
+def _fail(exc: OrcaError):
+    print(f"error: {exc}", file=sys.stderr)
+    raise SystemExit(2) from None
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
-def main(cfg: DictConfig) -> float:
+def _run(cfg: DictConfig) -> float:
+    from orca.pipeline import (
+        train,  # imports torch: after the command line is known to be good
+    )
+
     try:
         record = train(cfg)
     except OrcaError as exc:  # the user's to fix: the message, no traceback
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        _fail(exc)
     return record["metrics"]["val"]["error"]
+
+
+def main() -> None:
+    try:
+        preflight(sys.argv[1:])
+    except OrcaError as exc:
+        _fail(exc)
+    _run()
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from orca.errors import OrcaError  # noqa: E402
-from orca.sweep import Run, parse_data_roots, run_missing  # noqa: E402
+from orca.sweep import Run, check_runs, parse_data_roots, run_missing, split_names  # noqa: E402
 from orca.table import Table, collect, markdown, versus_markdown, write_csv  # noqa: E402
 
 
@@ -108,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table-only", action="store_true", help="write the table from existing records only")
     args = parser.parse_args(argv)
     try:
-        runs = plan(args.out, args.tasks, args.variants, args.seeds, parse_data_roots(args.data_root),
-                    tuple(args.override))
+        runs = plan(args.out, split_names(args.tasks), split_names(args.variants), args.seeds,
+                    parse_data_roots(args.data_root), tuple(args.override))
+        if not args.table_only:
+            check_runs(runs)
     except OrcaError as exc:
         parser.error(str(exc))
     if args.dry_run:

@@ -19,17 +19,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from orca.errors import OrcaError  # noqa: E402
-from orca.sweep import SUITES, parse_data_roots, plan, run_missing  # noqa: E402
+from orca.errors import ConfigError, OrcaError  # noqa: E402
+from orca.sweep import SUITES, check_runs, parse_data_roots, plan, run_missing, split_names  # noqa: E402
 from orca.table import alignment_markdown, collect, markdown, write_all  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", choices=sorted(SUITES), default="mini")
-    parser.add_argument("--tasks", nargs="+", help="subset of the suite's tasks (or other registered tasks)")
+    parser.add_argument("--tasks", nargs="+", help="subset of the suite's tasks (or others with a config): a b or a,b")
     parser.add_argument("--methods", nargs="+", help="subset of methods (orca, finetune, fpt, scratch, classical)")
-    parser.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the suite's, 0 1 2)")
+    parser.add_argument("--seeds", nargs="+", help="seeds (default: the suite's, 0 1 2)")
     parser.add_argument("--budget", help="budget config (default: the suite's; cpu for mini, paper for nb360)")
     parser.add_argument("--data-root", action="append", default=[], metavar="TASK=PATH",
                         help="a task's data folder; repeat per task")
@@ -43,8 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     suite = SUITES[args.suite]
     out = args.out or Path("results") / args.suite
     try:
-        runs = plan(suite, out, args.tasks, args.methods, args.seeds, args.budget,
-                    parse_data_roots(args.data_root), tuple(args.override))
+        seeds = split_names(args.seeds)
+        if seeds is not None and not all(s.isdigit() for s in seeds):
+            raise ConfigError(f"--seeds takes integers (0 1 2 or 0,1,2), not {' '.join(args.seeds)!r}")
+        runs = plan(suite, out, split_names(args.tasks), split_names(args.methods), seeds and list(map(int, seeds)),
+                    args.budget, parse_data_roots(args.data_root), tuple(args.override))
+        if not args.table_only:
+            check_runs(runs)
     except OrcaError as exc:
         parser.error(str(exc))
     if args.dry_run:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from orca.errors import ConfigError, DataNotFoundError
 from orca.registry import TASKS
+from orca.tasks import reading
 from tasks.images import PercentErrorTask, carve_validation, normalise
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -57,11 +58,8 @@ def list_images(folder: Path, classes: list[str] | None = None) -> tuple[list[Pa
 
 def decode(path: Path) -> np.ndarray:
     """One image file -> (H, W, 3) uint8 RGB (grey, palette or RGBA images are converted)."""
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
-    except OSError as exc:
-        raise ConfigError(f"cannot decode the image {path} ({exc})") from None
+    with reading(path), Image.open(path) as im:
+        return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
 
 
 def read_images(paths: list[Path], desc: str) -> np.ndarray:

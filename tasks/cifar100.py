@@ -26,6 +26,7 @@ import numpy as np
 
 from orca.errors import DataNotFoundError
 from orca.registry import TASKS
+from orca.tasks import reading
 from tasks.images import PercentErrorTask, carve_validation, normalise
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
@@ -36,10 +37,10 @@ STD = (0.2675, 0.2565, 0.2761)
 
 def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One published pickle -> images uint8 (n, 3, 32, 32), fine labels int64 (n,)."""
-    with open(path, "rb") as f:
+    with reading(path), open(path, "rb") as f:
         entry = pickle.load(f, encoding="latin1")  # written by Python 2, like torchvision reads it
-    images = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-    return images, np.asarray(entry["fine_labels"], dtype=np.int64)
+        images = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        return images, np.asarray(entry["fine_labels"], dtype=np.int64)
 
 
 def ensure_downloaded(root: Path, download: bool) -> Path:

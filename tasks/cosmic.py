@@ -29,7 +29,7 @@ import torchmetrics
 from orca.errors import DataNotFoundError
 from orca.metrics import MaskedBinaryAUROC
 from orca.registry import TASKS
-from orca.tasks import DenseTask, fetch_archive
+from orca.tasks import DenseTask, fetch_archive, reading
 
 URLS = {"npy_train": "https://pde-xd.s3.amazonaws.com/cosmic/deepCR.ACS-WFC.train.tar",
         "npy_test": "https://pde-xd.s3.amazonaws.com/cosmic/deepCR.ACS-WFC.test.tar"}
@@ -49,11 +49,12 @@ def read_crops(files: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     y = np.empty((n, 128, 128), np.float32)
     keep = np.ones((n, 128, 128), bool)
     for i, path in enumerate(files):
-        data = np.load(path, mmap_mode="r")  # (2 or 3, H, W); only the crop is read
-        x[i, 0] = data[0, CROP, CROP]
-        y[i] = data[1, CROP, CROP] > 0.5
-        if data.shape[0] == 3:
-            keep[i] = data[2, CROP, CROP] < 0.5
+        with reading(path):
+            data = np.load(path, mmap_mode="r")  # (2 or 3, H, W); only the crop is read
+            x[i, 0] = data[0, CROP, CROP]
+            y[i] = data[1, CROP, CROP] > 0.5
+            if data.shape[0] == 3:
+                keep[i] = data[2, CROP, CROP] < 0.5
     return x, y, keep
 
 

@@ -38,7 +38,7 @@ import torchmetrics
 from orca.errors import ConfigError, DataNotFoundError
 from orca.metrics import RelativeL2
 from orca.registry import TASKS
-from orca.tasks import DenseTask, fetch_archive
+from orca.tasks import DenseTask, fetch_archive, reading
 
 NB360_URL = "https://pde-xd.s3.amazonaws.com/{name}"
 NB360_FILES = ("piececonst_r421_N1024_smooth1.mat", "piececonst_r421_N1024_smooth2.mat")  # train+val, test
@@ -56,16 +56,17 @@ def neuralop_files(resolution: int) -> tuple[str, str]:
 
 def read_mat(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Fields of a MATLAB file: scipy for v4-v7.2 files, h5py (axes reversed) for v7.3."""
-    try:
-        mat = scipy.io.loadmat(path, variable_names=list(keys))
-    except NotImplementedError:  # scipy's answer to a v7.3 (HDF5) file
+    with reading(path):
         try:
-            import h5py
-        except ImportError:
-            raise ConfigError(f"{path} is a MATLAB v7.3 (HDF5) file; reading it needs h5py "
-                              "(pip install h5py)") from None
-        with h5py.File(path, "r") as f:
-            return {k: np.asarray(f[k]).transpose() for k in keys}
+            mat = scipy.io.loadmat(path, variable_names=list(keys))
+        except NotImplementedError:  # scipy's answer to a v7.3 (HDF5) file
+            try:
+                import h5py
+            except ImportError:
+                raise ConfigError(f"{path} is a MATLAB v7.3 (HDF5) file; reading it needs h5py "
+                                  "(pip install h5py)") from None
+            with h5py.File(path, "r") as f:
+                return {k: np.asarray(f[k]).transpose() for k in keys}
     missing = [k for k in keys if k not in mat]
     if missing:
         raise DataNotFoundError(f"{path} has no field(s) {', '.join(missing)}")
@@ -140,6 +141,8 @@ class Darcy(DenseTask):
         fields = self.read_nb360(root, download) if fmt == "nb360" else self.read_neuraloperator(root, download)
         side = fields["train"][0].shape[-1]
         self.input_shape, self.output_shape = (3, side, side), (side, side)
+        for split, (a, u) in fields.items():  # before the train statistics would spread a bad value
+            self.check_values(split, a, u)
         arrays, y_mean, y_scale = preprocess(fields)
         self.y_mean, self.y_scale = torch.from_numpy(y_mean), torch.from_numpy(y_scale)
         return arrays
@@ -172,8 +175,9 @@ class Darcy(DenseTask):
             elif not (root / name).exists():
                 raise DataNotFoundError(f"expected {root / name} (not found); the neuraloperator library "
                                         f"publishes resolution 16 at {NEURALOP_URL.format(name='darcy_train_16.pt')}")
-            d = torch.load(root / name, map_location="cpu", weights_only=True)
-            data[name] = (d["x"].double().numpy(), d["y"].double().numpy())
+            with reading(root / name):
+                d = torch.load(root / name, map_location="cpu", weights_only=True)
+                data[name] = (d["x"].double().numpy(), d["y"].double().numpy())
         (a, u), test = (data[n] for n in neuralop_files(self.resolution))
         order = np.random.default_rng(self.split_seed).permutation(len(a))
         n_val = int(round(self.val_frac * len(a)))

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from orca.errors import DataNotFoundError
 from orca.metrics import GroupVoteF1
 from orca.registry import TASKS
-from orca.tasks import ClassificationTask, fetch_archive, stratified_split
+from orca.tasks import ClassificationTask, WindowArray, fetch_archive, reading, stratified_split
 
 URL = "https://physionet.org/files/challenge-2017/1.0.0/training2017.zip"
 LABELS = ("N", "A", "O", "~")
@@ -51,13 +51,20 @@ def read_reference(folder: Path) -> list[tuple[str, int]]:
     return pairs
 
 
-def windows(signal: np.ndarray, length: int, stride: int) -> np.ndarray:
-    """(T,) -> (n, length) windows of the z-scored signal starting at 0, stride, ... < T - length
-    (NAS-Bench-360's range); a recording of at most `length` samples gives one, zero-padded."""
-    signal = (signal - signal.mean()) / (signal.std() + 1e-8)
+def prepare(signal: np.ndarray, length: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """(T,) -> the z-scored signal (zero-padded to `length` if shorter) and the starts of its
+    windows: 0, stride, ... < T - length (NAS-Bench-360's range), or one window at 0 for a
+    recording of at most `length` samples."""
+    signal = ((signal - signal.mean()) / (signal.std() + 1e-8)).astype(np.float32)
     if len(signal) <= length:
-        return np.pad(signal, (0, length - len(signal)))[None]
-    return np.stack([signal[s : s + length] for s in range(0, len(signal) - length, stride)])
+        return np.pad(signal, (0, length - len(signal))), np.zeros(1, np.int64)
+    return signal, np.arange(0, len(signal) - length, stride)
+
+
+def windows(signal: np.ndarray, length: int, stride: int) -> np.ndarray:
+    """(T,) -> (n, length) windows of the z-scored signal (see :func:`prepare`)."""
+    signal, starts = prepare(signal, length, stride)
+    return WindowArray(signal, starts, length).values()[:, 0]
 
 
 @TASKS.register("ecg")
@@ -86,17 +93,23 @@ class ECG(ClassificationTask):
         out = {}
         for split, idx in stratified_split(labels, self.fractions, self.split_seed).items():
             strides = self.strides if split == "train" else self.eval_strides
-            xs, ys, groups = [], [], []
+            signals, starts, ys, groups, offset = [], [], [], [], 0
             for i in tqdm(idx, desc=f"ecg {split}", leave=False):
                 name, label = records[i]
                 mat = folder / f"{name}.mat"
                 if not mat.exists():
                     raise DataNotFoundError(f"{mat} is listed in REFERENCE.csv but missing; re-download from {URL}")
-                w = windows(scipy.io.loadmat(mat)["val"][0].astype(np.float32), self.window, strides[label])
-                xs.append(w)
-                ys.append(np.full(len(w), label))
-                groups.append(np.full(len(w), i))
-            out[split] = (np.concatenate(xs)[:, None, :], np.concatenate(ys), np.concatenate(groups))
+                with reading(mat):
+                    raw = scipy.io.loadmat(mat)["val"][0].astype(np.float32)  # (T,) at 300 Hz
+                signal, begin = prepare(raw, self.window, strides[label])
+                signals.append(signal)
+                starts.append(offset + begin)
+                offset += len(signal)
+                ys.append(np.full(len(begin), label))
+                groups.append(np.full(len(begin), i))
+            # The recordings once, windows cut when read (orca/tasks.py: WindowArray).
+            x = WindowArray(np.concatenate(signals), np.concatenate(starts), self.window)
+            out[split] = (x, np.concatenate(ys), np.concatenate(groups))
         return out
 
     def metrics(self):

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,7 @@ from tqdm import tqdm
 
 from orca.errors import ConfigError, DataNotFoundError
 from orca.registry import TASKS
-from orca.tasks import MultiLabelTask, fetch_archive, require_files
+from orca.tasks import MultiLabelTask, fetch_archive, reading, require_files
 
 URL = "https://pde-xd.s3.amazonaws.com/audio/audio.zip"
 MANIFESTS = {"train": "tr.csv", "val": "val.csv", "test": "eval.csv"}
@@ -94,7 +95,9 @@ def chunk_features(audio: np.ndarray) -> np.ndarray:
 
 def read_wav(path: Path) -> np.ndarray:
     """A wav file -> (T,) float32 in [-1, 1] (integer PCM scaled as soundfile does; channels averaged)."""
-    rate, data = scipy.io.wavfile.read(path)
+    with reading(path), warnings.catch_warnings():
+        warnings.simplefilter("error", scipy.io.wavfile.WavFileWarning)  # a truncated file only warns
+        rate, data = scipy.io.wavfile.read(path)
     if rate != SAMPLE_RATE:
         raise DataNotFoundError(f"{path} is sampled at {rate} Hz; the task's chunks are {SAMPLE_RATE} Hz")
     if data.dtype == np.uint8:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from orca.registry import TASKS
-from orca.tasks import fetch_archive
+from orca.tasks import fetch_archive, reading
 from tasks.images import PercentErrorTask
 
 URL = "https://pde-xd.s3.amazonaws.com/ninapro/{}"
@@ -38,8 +38,9 @@ class NinaPro(PercentErrorTask):
             data, label = f"ninapro_{split}.npy", f"label_{split}.npy"
             for name in (data, label):
                 fetch_archive(URL.format(name), root, name, download=download)
-            x = np.load(root / data, allow_pickle=True, encoding="bytes")  # (N, 52, 16)
-            y = np.load(root / label, allow_pickle=True, encoding="bytes")  # (N,) 0..17
-            out[split] = (np.ascontiguousarray(x.astype(np.float32).transpose(0, 2, 1)[:, None]),  # (N, 1, 16, 52)
-                          y.astype(np.int64))
+            with reading(root / data):
+                x = np.load(root / data, allow_pickle=True, encoding="bytes").astype(np.float32)  # (N, 52, 16)
+            with reading(root / label):
+                y = np.load(root / label, allow_pickle=True, encoding="bytes").astype(np.int64)  # (N,) 0..17
+            out[split] = (np.ascontiguousarray(x.transpose(0, 2, 1)[:, None]), y)  # (N, 1, 16, 52)
         return out

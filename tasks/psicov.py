@@ -51,7 +51,7 @@ import torchmetrics
 from orca.errors import ConfigError, DataNotFoundError
 from orca.metrics import ContactMAE
 from orca.registry import TASKS
-from orca.tasks import DenseTask, fetch_archive
+from orca.tasks import DenseTask, fetch_archive, reading
 
 log = logging.getLogger(__name__)
 URL = "https://pde-xd.s3.amazonaws.com/protein.zip"
@@ -95,7 +95,8 @@ def pair_features(features: dict) -> np.ndarray:
 def distance_map(path: Path, length: int) -> np.ndarray:
     """(L, L) float32 C-beta distances: < 1 raised to 1, diagonal from its neighbours, NaN
     where unknown (a map shorter than the sequence is NaN beyond its end)."""
-    _, _, cb = np.load(path, allow_pickle=True)
+    with reading(path):
+        _, _, cb = np.load(path, allow_pickle=True)
     cb = np.asarray(cb, np.float32)
     n = min(len(cb), length)
     y = np.full((length, length), np.nan, np.float32)
@@ -175,7 +176,7 @@ class Psicov(DenseTask):
             for path in (feat_path, dist_path):
                 if not path.exists():
                     raise DataNotFoundError(f"{path} is missing (protein {pdb} is listed); re-download {URL}")
-            with open(feat_path, "rb") as f:
+            with reading(feat_path), open(feat_path, "rb") as f:
                 features = pickle.load(f, encoding="latin1")  # latin1: pickles written by Python 2 load too
             length = len(features["seq"])
             if split == "test" and length > SIDE - 2 * PAD:

@@ -29,7 +29,7 @@ import numpy as np
 
 from orca.errors import ConfigError, DataNotFoundError
 from orca.registry import TASKS
-from orca.tasks import ClassificationTask, fetch_archive, stratified_split
+from orca.tasks import ClassificationTask, fetch_archive, reading, stratified_split
 
 URLS = {
     "satellite_train.npy": "https://pde-xd.s3.amazonaws.com/satellite/satellite_train.npy",
@@ -61,12 +61,15 @@ def prepare(data: np.ndarray, labels: np.ndarray, source: Path) -> tuple[np.ndar
 
 
 def read_nb360(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    record = np.load(path, allow_pickle=True)[()]  # {'data': (N, 46), 'label': (N,)}
-    return prepare(record["data"], record["label"], path)
+    with reading(path):
+        record = np.load(path, allow_pickle=True)[()]  # {'data': (N, 46), 'label': (N,)}
+        data, label = record["data"], record["label"]
+    return prepare(data, label, path)
 
 
 def read_ucr(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    table = np.loadtxt(path, delimiter="\t", ndmin=2)  # (N, 1 + 46): class, then the series
+    with reading(path):
+        table = np.loadtxt(path, delimiter="\t", ndmin=2)  # (N, 1 + 46): class, then the series
     return prepare(table[:, 1:], table[:, 0], path)
 
 

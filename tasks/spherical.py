@@ -19,7 +19,7 @@ import numpy as np
 
 from orca.errors import DataNotFoundError
 from orca.registry import TASKS
-from orca.tasks import fetch_archive
+from orca.tasks import fetch_archive, reading
 from tasks.images import PercentErrorTask, carve_validation
 
 URL = "https://pde-xd.s3.amazonaws.com/spherical/s2_cifar100.gz"
@@ -39,7 +39,7 @@ class Spherical(PercentErrorTask):
 
     def load_arrays(self, root: Path, download: bool):
         fetch_archive(URL, root, FILE, download=download)  # no checksum is published
-        with gzip.open(root / FILE, "rb") as f:
+        with reading(root / FILE), gzip.open(root / FILE, "rb") as f:
             dataset = pickle.load(f)
         raw = {}
         for split in ("train", "test"):

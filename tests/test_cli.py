@@ -30,30 +30,3 @@ def test_cli_multirun(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/results.json"))]
     assert sorted(r["method"] for r in records) == ["fpt", "scratch"]
-
-
-def test_cli_unknown_task_lists_known(tmp_path):
-    proc = run_cli("task=nope", tmp_path=tmp_path)
-    assert proc.returncode != 0
-    assert "nope" in proc.stderr and "digits" in proc.stderr and "ecg" in proc.stderr
-
-
-def test_cli_unknown_embedder_lists_known(tmp_path):
-    proc = run_cli("body=tiny-random", "embedder.name=nope", f"hydra.run.dir={tmp_path / 'r'}", tmp_path=tmp_path)
-    assert proc.returncode == 2
-    assert "unknown embedder 'nope'" in proc.stderr and "patch2d" in proc.stderr
-    assert "Traceback" not in proc.stderr
-
-
-def test_cli_missing_data_names_path_and_url(tmp_path):
-    proc = run_cli("task=ecg", f"data.root={tmp_path / 'absent'}", "data.download=false", "body=tiny-random",
-                   f"hydra.run.dir={tmp_path / 'r'}", tmp_path=tmp_path)
-    assert proc.returncode == 2
-    assert str(tmp_path / "absent" / "training2017") in proc.stderr and "physionet.org" in proc.stderr
-
-
-def test_cli_wrong_shape_for_embedder_fails_before_training(tmp_path):
-    proc = run_cli("task=digits", "embedder.name=conv1d", "body=tiny-random", f"hydra.run.dir={tmp_path / 'r'}",
-                   tmp_path=tmp_path)
-    assert proc.returncode == 2 and "takes inputs shaped (C, L)" in proc.stderr
-    assert not (tmp_path / "r" / "checkpoints").exists()

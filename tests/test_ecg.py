@@ -1,6 +1,7 @@
 """The ECG task on a miniature PhysioNet/CinC 2017 release written in the published format."""
 import numpy as np
 import pytest
+import scipy.io
 import torch
 
 from conftest import write_physionet2017
@@ -17,6 +18,24 @@ def test_windows_are_zscored_1000_with_stride_500():
     np.testing.assert_allclose(w[1], z[500:1500], rtol=1e-5)
     assert windows(signal[:2500], 1000, 500).shape == (3, 1000)  # 1500 = T - 1000 is not a start
     assert windows(signal[:800], 1000, 500).shape == (1, 1000)  # short: one zero-padded window
+
+
+def test_splits_hold_each_recording_once_and_cut_windows_when_read(ecg_root):
+    splits = create_task("ecg").load(ecg_root, download=False)
+    train = splits.train
+    signal = train.windows.signal  # every training recording, end to end
+    assert signal.nbytes < len(train) * 1000 * 4 / 2  # the windows overlap: a copy each would take over twice as much
+    x, y, groups = train.tensors  # cut on demand, as a TensorDataset holds them
+    assert torch.equal(train[5][0], x[5]) and int(train[5][1]) == int(y[5])
+    batch = next(iter(torch.utils.data.DataLoader(train, batch_size=8)))
+    assert torch.equal(batch[0], x[:8]) and torch.equal(batch[2], groups[:8])
+    # The same values as cutting each recording's z-scored signal with its stride.
+    first = int(groups[0])
+    name, label = read_reference(ecg_root / "training2017")[first]
+    raw = scipy.io.loadmat(ecg_root / "training2017" / f"{name}.mat")["val"][0].astype(np.float32)
+    z, stride = (raw - raw.mean()) / (raw.std() + 1e-8), create_task("ecg").strides[label]
+    expected = np.stack([z[s : s + 1000] for s in range(0, len(z) - 1000, stride)])
+    assert torch.equal(x[groups == first][:, 0], torch.from_numpy(expected))
 
 
 def test_training_windows_take_the_published_class_strides():

@@ -93,23 +93,24 @@ def test_fpt_freezes_attention_and_mlp_but_trains_layer_norms(make_cfg):
     assert not torch.equal(state[layer + "output.LayerNorm.weight"], initial["encoder.layer.0.output.LayerNorm.weight"])
 
 
-class NaNDigits(Digits):
-    """Digits with NaN inputs: training must stop with a message, not run on."""
+class OverflowDigits(Digits):
+    """Digits with finite inputs too large for float32 arithmetic (NaN inputs are refused
+    when loaded): training must stop with a message, not run on."""
 
-    name = "nan-digits"
+    name = "overflow-digits"
 
     def load_arrays(self, root, download):
         arrays = super().load_arrays(root, download)
         x, y = arrays["train"]
-        arrays["train"] = (np.full_like(x, np.nan), y)
+        arrays["train"] = (np.full_like(x, 3e38), y)
         return arrays
 
 
-TASKS.register("nan-digits")(NaNDigits)
+TASKS.register("overflow-digits")(OverflowDigits)
 
 
 def test_non_finite_loss_names_stage_and_step(make_cfg):
-    cfg = make_cfg("task=digits", "task.name=nan-digits", "method=finetune", *TINY)
+    cfg = make_cfg("task=digits", "task.name=overflow-digits", "method=finetune", *TINY)
     with pytest.raises(NonFiniteLossError, match="stage 'finetune' at step 0"):
         train(cfg)
 

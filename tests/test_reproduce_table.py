@@ -5,8 +5,6 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from conftest import ROOT
 from orca.sweep import SUITES, Suite, plan
 from orca.table import collect, markdown, versus_markdown, write_all
@@ -87,6 +85,25 @@ def test_dry_run_plans_the_mini_suite(tmp_path):
 def test_bad_data_root_is_a_clear_error(tmp_path):
     proc = run_script("--suite", "mini", "--dry-run", "--data-root", "ecg")
     assert proc.returncode != 0 and "TASK=PATH" in proc.stderr
+
+
+def test_names_and_overrides_are_checked_before_anything_runs(tmp_path):
+    for args, message in ((("--methods", "orca,nope"), "unknown method 'nope'; known methods: classical, finetune"),
+                          (("--tasks", "digits,nope"), "unknown task 'nope'"),
+                          (("--override", "finetune.max_stepz=3"), "no key 'finetune.max_stepz'"),
+                          (("--seeds", "0,one"), "--seeds takes integers")):
+        proc = run_script("--tasks", "digits", "--budget", "smoke", "--out", str(tmp_path), *args)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert not tmp_path.joinpath("runs").exists()  # nothing was launched
+
+
+def test_lists_take_commas_and_spaces_alike(tmp_path):
+    proc = run_script("--dry-run", "--tasks", "digits", "--methods", "orca,fpt", "scratch", "--seeds", "0,1",
+                      "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1] == "6 runs planned, 0 done"
+    assert {line.split()[1] for line in lines[:-1]} == {"orca", "fpt", "scratch"}
 
 
 def test_real_two_run_sweep_resumes(tmp_path):

@@ -20,9 +20,9 @@ def test_zscore_by_hand():
 
 
 def test_nb360_files_and_validation_rows(tmp_path):
-    root = write(tmp_path / "satellite")  # train file 72 rows, test file 24
+    root = write(tmp_path / "satellite")  # train file 120 rows, test file 24
     splits = create_task("satellite").load(root, download=False)
-    assert splits.sizes() == {"train": 48, "val": 24, "test": 24}  # val: len(test) rows of the train file
+    assert splits.sizes() == {"train": 96, "val": 24, "test": 24}  # val: len(test) rows of the train file
     x, y = splits.train.tensors
     assert x.shape[1:] == (1, 46) and x.dtype == torch.float32 and y.dtype == torch.int64
     raw = np.load(root / "satellite_train.npy", allow_pickle=True)[()]

@@ -90,12 +90,6 @@ def test_kmeans_pseudo_labels_find_separated_clusters():
         assert len(set(labels[truth == c].tolist())) == 1
 
 
-def test_swin_refuses_a_grid_too_small_for_its_windows(make_cfg):
-    """FPT's linear patches of an 8x8 digit make a 4x4 grid; the tiny Swin needs 8x8."""
-    with pytest.raises(ConfigError, match="at least 8x8.*swin_patch"):
-        train(make_cfg("task=digits", *SWIN, "method=fpt"))
-
-
 def test_kmeans_pseudo_labels_on_large_fields_are_pooled_first():
     fields = torch.cat([torch.zeros(10, 64, 64), torch.ones(10, 64, 64)])  # 4096 values > 1024
     labels = kmeans_labels(fields, k=10)

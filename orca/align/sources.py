@@ -25,6 +25,7 @@ Features are cached on disk per (body, source, size, seed); see :func:`load_sour
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -189,14 +190,17 @@ def load_source(name: str, loaded: LoadedBody, num_samples: int, seq_len: int, r
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{loaded.key}__{name}__{root or ''}__{num_samples}x{seq_len}_s{seed}")
     path = Path(cache_dir).expanduser() / "sources" / f"{safe}.pt"
     if path.exists():
-        cached = torch.load(path, weights_only=True)
-        log.info("source features from cache %s", path)
-        return cached["features"], cached["labels"], cached["description"] + " (cached)"
+        try:
+            cached = torch.load(path, weights_only=True)
+            log.info("source features from cache %s", path)
+            return cached["features"], cached["labels"], cached["description"] + " (cached)"
+        except Exception as exc:  # a truncated or foreign file: a cache is rebuilt, never trusted
+            log.warning("source-feature cache %s is unreadable (%s: %s); rebuilding it", path, type(exc).__name__, exc)
     feats, labels, description = SOURCES.get(name)(loaded, num_samples, seq_len, root, seed, download=download)
     if len(torch.unique(labels)) < 2:
         raise DataNotFoundError(f"source {name!r} gave fewer than 2 classes ({description})")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # processes that write at once (DDP ranks) do not collide
     torch.save({"features": feats.float(), "labels": labels.long(), "description": description}, tmp)
     tmp.replace(path)
     return feats.float(), labels.long(), description

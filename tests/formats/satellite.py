@@ -17,7 +17,7 @@ def series(labels: np.ndarray, seed: int) -> np.ndarray:
     return curves + 0.02 * rng.standard_normal(curves.shape)
 
 
-def write(root: Path, train_per_class: int = 3, test_per_class: int = 1) -> Path:
+def write(root: Path, train_per_class: int = 5, test_per_class: int = 1) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     files = (("satellite_train.npy", train_per_class, 0), ("satellite_test.npy", test_per_class, 1))
     for name, per_class, seed in files:
