@@ -40,7 +40,7 @@ from orca.model import OrcaModel
 from orca.preflight import check_run_folder
 from orca.record import StageTimer, package_versions, peak_rss_mb, summary, write_record
 from orca.registry import DISTANCES
-from orca.resume import EpochSampler, ExactResume
+from orca.resume import EpochSampler, ExactResume, SaveTimes
 from orca.stages import AlignStage, ClassBatchSampler, FinetuneStage
 from orca.tasks import Task, create_task, inputs_of, labels_of
 
@@ -125,7 +125,8 @@ def run_align(cfg: DictConfig, task: Task, train, loaded, embedder, run_dir: Pat
         loader = DataLoader(_WithLabels(train, labels),
                             batch_sampler=ClassBatchSampler(labels, a.per_class, a.steps, seed=cfg.seed))
         if a.steps > 0:  # align.steps=0: the ablation's unaligned embedder, measured the same way
-            _trainer(cfg, run_dir, "align", max_steps=a.steps, enable_checkpointing=False).fit(module, loader)
+            _trainer(cfg, run_dir, "align", max_steps=a.steps, enable_checkpointing=False,
+                     callbacks=[SaveTimes(timer.save)]).fit(module, loader)
         after = measure()
         log.info("OTDD after alignment: %.4g", after)
     seconds = module.distance_seconds  # the distance's share of each step (all classes)
@@ -205,8 +206,8 @@ def run_finetune(cfg: DictConfig, task: Task, splits, model: OrcaModel, run_dir:
                         val_check_interval=plan.val_every * f.accumulate_grad_batches)
         if plan.seconds_left is not None and f.stop_on_time:  # if this machine turns slower than calibrated
             schedule["max_time"] = timedelta(seconds=max(1.0, cfg.budget_s - timer.elapsed() - 10))
-    resume = ExactResume(order, f.accumulate_grad_batches, on_save=timer.save)
-    trainer = _trainer(cfg, run_dir, "finetune", callbacks=[best, resume],
+    resume = ExactResume(order, f.accumulate_grad_batches)
+    trainer = _trainer(cfg, run_dir, "finetune", callbacks=[best, resume, SaveTimes(timer.save)],
                        accumulate_grad_batches=f.accumulate_grad_batches, gradient_clip_val=f.gradient_clip_val,
                        **schedule)
     if f.batch_size % trainer.world_size:

@@ -21,8 +21,8 @@ class StageTimer:
     """Wall-clock seconds and peak RSS after each named stage.
 
     With a `path`, the times are summed over the attempts of a run that was interrupted and
-    resumed: each attempt adds its own to what the file holds (written at each stage's end
-    and at each checkpoint, so a killed attempt counts up to its last checkpoint).
+    resumed: each attempt adds its own to what the file holds (written at the attempt's
+    start, at each stage's end and every few seconds of training: orca/resume.py SaveTimes).
     """
 
     def __init__(self, path: Path | None = None):

@@ -15,6 +15,7 @@ checkpoint is written when it ends), and the pipeline reseeds before each stage.
 from __future__ import annotations
 
 import math
+import time
 from typing import Callable
 
 import lightning as L
@@ -64,12 +65,12 @@ class EpochSampler(Sampler[int]):
 class ExactResume(L.Callback):
     """Saves the torch random state with each checkpoint and, when a checkpoint is loaded,
     restores it and tells the sampler how many batches were trained (optimizer steps x
-    accumulation). `on_save`, if given, runs at each checkpoint (the run's timer)."""
+    accumulation)."""
 
     KEY = "orca_exact_resume"
 
-    def __init__(self, sampler: EpochSampler, accumulate: int, on_save: Callable[[], None] | None = None):
-        self.sampler, self.accumulate, self.on_save = sampler, accumulate, on_save
+    def __init__(self, sampler: EpochSampler, accumulate: int):
+        self.sampler, self.accumulate = sampler, accumulate
         self.start_step = 0  # the step this attempt started from
 
     def on_train_start(self, trainer, pl_module) -> None:
@@ -77,10 +78,21 @@ class ExactResume(L.Callback):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint[self.KEY] = {"torch_rng_state": torch.get_rng_state()}
-        if self.on_save is not None:
-            self.on_save()
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         if self.KEY in checkpoint:
             torch.set_rng_state(checkpoint[self.KEY]["torch_rng_state"])
         self.sampler.resume_at = checkpoint["global_step"] * self.accumulate
+
+
+class SaveTimes(L.Callback):
+    """Writes the run's stage times (orca/record.py: StageTimer) every `every_s` seconds of
+    training, so that an attempt killed mid-stage still counts, to within that."""
+
+    def __init__(self, save: Callable[[], None], every_s: float = 5.0):
+        self.save, self.every_s, self.last = save, every_s, time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if time.perf_counter() - self.last >= self.every_s:
+            self.save()
+            self.last = time.perf_counter()

@@ -71,6 +71,8 @@ class WindowArray:
 
     def bad_windows(self) -> np.ndarray:
         """Indices of the windows that hold NaN or inf."""
+        if np.isfinite(self.signal).all():  # the common case, without a cumulative count of T int64s
+            return np.zeros(0, np.int64)
         bad = np.concatenate([[0], np.cumsum(~np.isfinite(self.signal))])
         return np.flatnonzero(bad[self.starts + self.length] > bad[self.starts])
 

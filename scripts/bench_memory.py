@@ -22,6 +22,15 @@ from orca.record import peak_rss_mb  # noqa: E402
 from orca.tasks import create_task  # noqa: E402
 
 
+def held_bytes(dataset) -> int:
+    """Bytes a split's arrays take, without cutting windows that are cut on read."""
+    if hasattr(dataset, "windows"):  # orca.tasks.WindowDataset: the recordings once, the starts, the labels
+        arrays = [dataset.windows.signal, dataset.windows.starts, *dataset.others]
+    else:
+        arrays = dataset.tensors
+    return sum(a.nbytes for a in arrays)
+
+
 def main(overrides: list[str]) -> None:
     configs = Path(__file__).resolve().parents[1] / "configs"
     with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
@@ -33,8 +42,7 @@ def main(overrides: list[str]) -> None:
     splits = task.load(cfg.data.root, download=False, seed=cfg.data.subset_seed,
                        max_samples=OmegaConf.to_container(cfg.data.max_samples, resolve=True))
     seconds = time.perf_counter() - t0
-    held = sum(t.numel() * t.element_size() for name in ("train", "val", "test")
-               for t in getattr(splits, name).tensors)
+    held = sum(held_bytes(getattr(splits, name)) for name in ("train", "val", "test"))
     print(f"task {task.name}: samples {splits.sizes()}, input {task.input_shape}")
     print(f"split tensors: {held / 2**20:.0f} MiB; load: {seconds:.1f} s; "
           f"peak RSS: {peak_rss_mb():.0f} MiB (before loading: {before:.0f} MiB)")
