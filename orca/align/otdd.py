@@ -28,6 +28,7 @@ from functools import cache
 import numpy as np
 import ot
 import torch
+from threadpoolctl import ThreadpoolController
 
 from orca.align.sinkhorn import entropic_ot, kernel_dtype, sinkhorn
 from orca.errors import ConfigError
@@ -51,18 +52,24 @@ def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
 
 
+@cache
+def _openmp() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
 @contextmanager
 def _one_torch_thread():
     """Run small tensor work on one intra-op thread: on a few cores, torch's parallel
     regions would wait on the cores that the pool's solves hold (measured: a satellite
-    align step, 2 cores, 0.38 s with 2 torch threads, 0.32 s with 1)."""
+    align step, 2 cores, 0.38 s with 2 torch threads, 0.32 s with 1).
+
+    The limit is OpenMP's alone (threadpoolctl), not torch.set_num_threads: after a switch
+    through that one and back, every later fine-tuning step was slower (satellite, 400
+    steps, s a step: 0.057-0.063 without alignment in five runs; after 60 align steps
+    0.065-0.069 with torch.set_num_threads in three, 0.057-0.063 with this limit in four)."""
     _pool()  # sized by the threads torch had before
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with _openmp().limit(limits=1, user_api="openmp"):
         yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _exact_w2(cost: np.ndarray) -> float:
