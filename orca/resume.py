@@ -11,6 +11,8 @@ leaves to us:
 
 The align stage needs neither: it is restarted from its beginning with the same seed (its
 checkpoint is written when it ends), and the pipeline reseeds before each stage.
+:class:`SaveTimes` keeps the run's stage times on disk as it trains, so that the record can
+sum them over attempts. Under DDP, :meth:`EpochSampler.shard` gives each process its share.
 """
 from __future__ import annotations
 
