@@ -5,8 +5,9 @@ from dataclasses import dataclass
 
 from orca.errors import ConfigError
 
-TRAINABLE = ("all", "fpt")
+TRAINABLE = ("all", "fpt", "probe")
 MODELS = ("transformer", "classical")
+PEFT = ("lora",)
 
 
 @dataclass
@@ -16,8 +17,12 @@ class MethodConfig:
     name: label in the run record.
     align: run stage 2 (embedder alignment) before fine-tuning.
     pretrained: load the body's pretrained weights (False: random init, same architecture).
-    trainable: "all" (embedder, body, head) or "fpt" (embedder, body layer norms, positions,
-        head; attention and MLP frozen).
+    trainable: "all" (embedder, body, head), "fpt" (embedder, body layer norms, positions,
+        head; attention and MLP frozen) or "probe" (embedder and head; the body frozen).
+    probe_frac: LP-FT (Kumar et al. 2022): the body stays frozen for this fraction of the
+        fine-tuning steps, then everything trains (0: from the start).
+    peft: a parameter-efficient adapter on the body, e.g. {name: lora, r: 8, alpha: 16,
+        dropout: 0.0, target_modules: null} (orca/adapters.py); the body's own weights freeze.
     embedder: embedder name overriding the task's (FPT's linear patch layer), or None.
     head_pool: pooling overriding the head's ("last" for FPT), or None.
     model: "transformer" (embedder, body, head), or "classical" (scikit-learn on the
@@ -31,12 +36,25 @@ class MethodConfig:
     embedder: str | None = None
     head_pool: str | None = None
     model: str = "transformer"
+    probe_frac: float = 0.0
+    peft: dict | None = None
 
     def __post_init__(self):
         if self.model not in MODELS:
             raise ConfigError(f"method.model={self.model!r}; known: {', '.join(MODELS)}")
         if self.trainable not in TRAINABLE:
             raise ConfigError(f"method.trainable={self.trainable!r}; known: {', '.join(TRAINABLE)}")
+        if not 0.0 <= self.probe_frac < 1.0:
+            raise ConfigError(f"method.probe_frac={self.probe_frac}: the frozen-body share of the steps must be in [0, 1)")
+        if self.probe_frac and (self.trainable != "all" or self.peft):
+            raise ConfigError(f"method {self.name!r}: method.probe_frac unfreezes the whole body, so it needs "
+                              "method.trainable=all and no method.peft")
+        if self.peft is not None:
+            if self.peft.get("name") not in PEFT:
+                raise ConfigError(f"method.peft.name={self.peft.get('name')!r}; known: {', '.join(PEFT)}")
+            if self.trainable != "all":
+                raise ConfigError(f"method {self.name!r}: an adapter (method.peft) decides what trains in the body; "
+                                  "set method.trainable=all")
         if self.align and not self.pretrained:
             raise ConfigError(f"method {self.name!r}: aligning to a randomly initialised body is meaningless; "
                               "set method.align=false or method.pretrained=true")

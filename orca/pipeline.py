@@ -28,6 +28,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
+from orca.adapters import add_lora
 from orca.align.sources import load_source
 from orca.bodies import load_body
 from orca.budget import StepPlan, calibrate, fixed_plan, plan_steps
@@ -41,7 +42,7 @@ from orca.preflight import check_run_folder
 from orca.record import StageTimer, package_versions, peak_rss_mb, summary, write_record
 from orca.registry import DISTANCES
 from orca.resume import EpochSampler, ExactResume, SaveTimes
-from orca.stages import AlignStage, ClassBatchSampler, FinetuneStage
+from orca.stages import AlignStage, ClassBatchSampler, FinetuneStage, LinearProbeFirst
 from orca.tasks import Task, create_task, inputs_of, labels_of
 
 log = logging.getLogger(__name__)
@@ -184,14 +185,17 @@ def _from_rank_zero(value):
     return box[0]
 
 
-def run_finetune(cfg: DictConfig, task: Task, splits, model: OrcaModel, run_dir: Path, timer: StageTimer):
+def run_finetune(cfg: DictConfig, task: Task, splits, model: OrcaModel, run_dir: Path, timer: StageTimer,
+                 probe_frac: float = 0.0):
     """Stage 3. Returns val metrics of the selected weights, their test metrics, their
-    checkpoint, and what the stage did (steps planned and done, seconds a step)."""
+    checkpoint, and what the stage did (steps planned and done, seconds a step). With
+    `probe_frac`, the body stays frozen for that share of the steps first (LP-FT)."""
     f = cfg.finetune
     order = EpochSampler(len(splits.train), f.batch_size, seed=cfg.seed)  # resumable: orca/resume.py
     val = DataLoader(splits.val, batch_size=f.eval_batch_size)  # every process sees whole splits: exact metrics
     test = DataLoader(splits.test, batch_size=f.eval_batch_size)
-    module = FinetuneStage(model, task, optimizer=f.optimizer, warmup_frac=f.warmup_frac, new_lr=f.new_lr)
+    module = FinetuneStage(model, task, optimizer=f.optimizer, warmup_frac=f.warmup_frac, new_lr=f.new_lr,
+                           unfreezes_body=probe_frac > 0)
     ckpt_dir = run_dir / "checkpoints" / "finetune"
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best-{step}", monitor="val/error", mode="min",
                            save_top_k=1, save_last=True)
@@ -207,7 +211,8 @@ def run_finetune(cfg: DictConfig, task: Task, splits, model: OrcaModel, run_dir:
         if plan.seconds_left is not None and f.stop_on_time:  # if this machine turns slower than calibrated
             schedule["max_time"] = timedelta(seconds=max(1.0, cfg.budget_s - timer.elapsed() - 10))
     resume = ExactResume(order, f.accumulate_grad_batches)
-    trainer = _trainer(cfg, run_dir, "finetune", callbacks=[best, resume, SaveTimes(timer.save)],
+    callbacks = [best, resume, SaveTimes(timer.save)] + ([LinearProbeFirst(model.body, probe_frac)] if probe_frac else [])
+    trainer = _trainer(cfg, run_dir, "finetune", callbacks=callbacks,
                        accumulate_grad_batches=f.accumulate_grad_batches, gradient_clip_val=f.gradient_clip_val,
                        **schedule)
     if f.batch_size % trainer.world_size:
@@ -277,7 +282,10 @@ def _run_transformer(cfg: DictConfig, task: Task, splits, method: MethodConfig, 
 
     model.train()  # Hugging Face loads bodies in eval mode
     model.set_trainable(method.trainable)
-    val_metrics, test_metrics, best_path, finetune_record = run_finetune(cfg, task, splits, model, run_dir, timer)
+    if method.peft:  # after alignment, which never touches the body
+        add_lora(loaded.body, **{k: v for k, v in method.peft.items() if k != "name"})
+    val_metrics, test_metrics, best_path, finetune_record = run_finetune(cfg, task, splits, model, run_dir, timer,
+                                                                         probe_frac=method.probe_frac)
     finetune_record["token_grid"] = list(embedder.grid)
     return val_metrics, test_metrics, align_record, finetune_record, model.parameter_counts(), best_path
 

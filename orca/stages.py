@@ -95,14 +95,14 @@ class FinetuneStage(L.LightningModule):
     logged as ``val/<metric>`` and ``test/<metric>`` plus ``val/error`` (the paper's number).
 
     Two parameter groups: the pretrained body at ``optimizer["lr"]``, and the newly
-    initialised embedder and head at `new_lr` (None: the same lr). The learning rate warms
+    initialised embedder, head and adapters at `new_lr` (None: the same lr). The learning rate warms
     up linearly over `warmup_frac` of the steps, then decays linearly to 0 at the last step.
     """
 
     def __init__(self, model: torch.nn.Module, task: Task, optimizer: dict, warmup_frac: float,
-                 new_lr: float | None = None):
+                 new_lr: float | None = None, unfreezes_body: bool = False):
         super().__init__()
-        self.model, self.task = model, task
+        self.model, self.task, self.unfreezes_body = model, task, unfreezes_body
         self.optimizer_options, self.warmup_frac, self.new_lr = dict(optimizer), warmup_frac, new_lr
         self.val_metrics = task.metrics().clone(prefix="val/")
         self.test_metrics = task.metrics().clone(prefix="test/")
@@ -145,11 +145,13 @@ class FinetuneStage(L.LightningModule):
         self._log_split(self.test_metrics, "test/")
 
     def make_optimizer(self) -> torch.optim.Optimizer:
-        """The body's trainable parameters at lr, the embedder's and head's at new_lr."""
+        """The body's own weights at lr; the embedder, head and adapters (new) at new_lr.
+        Frozen parameters join only if they may train later (LP-FT unfreezes the body)."""
         options = dict(self.optimizer_options)
         lr = options.pop("lr")
-        new = [p for part in (self.model.embedder, self.model.head) for p in part.parameters() if p.requires_grad]
-        body = [p for p in self.model.body.parameters() if p.requires_grad]
+        groups = self.model.parameter_groups()
+        body = [p for p in groups["pretrained"] if p.requires_grad or self.unfreezes_body]
+        new = [p for p in groups["new"] if p.requires_grad]
         groups = [{"params": body, "lr": lr, "name": "body"},
                   {"params": new, "lr": self.new_lr or lr, "name": "embedder+head"}]
         return build_optimizer([g for g in groups if g["params"]], lr=lr, **options)
@@ -166,3 +168,21 @@ class FinetuneStage(L.LightningModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_warmup_decay)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class LinearProbeFirst(L.Callback):
+    """LP-FT: the body stays frozen for the first `frac` of the optimizer steps (a linear
+    probe of embedder and head), then everything trains. Set from the step counter before
+    every batch, so a resumed run is in the same phase."""
+
+    def __init__(self, body: torch.nn.Module, frac: float):
+        self.body, self.frac, self.probe_steps = body, frac, 0
+
+    def on_train_start(self, trainer, pl_module):
+        if trainer.world_size > 1:
+            raise ConfigError("LP-FT (method.probe_frac) changes what trains mid-run, which DDP does not "
+                              "allow yet; run it in one process")
+        self.probe_steps = int(self.frac * trainer.estimated_stepping_batches)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.body.requires_grad_(trainer.global_step >= self.probe_steps)
