@@ -40,7 +40,7 @@ from orca.methods import MethodConfig
 from orca.model import OrcaModel
 from orca.preflight import check_run_folder
 from orca.record import StageTimer, package_versions, peak_rss_mb, summary, write_record
-from orca.registry import DISTANCES
+from orca.registry import DISTANCES, EMBEDDERS
 from orca.resume import EpochSampler, ExactResume, SaveTimes
 from orca.stages import AlignStage, ClassBatchSampler, FinetuneStage, LinearProbeFirst
 from orca.tasks import Task, create_task, inputs_of, labels_of
@@ -256,6 +256,30 @@ def check_output_shape(task: Task, model: OrcaModel, train) -> None:
                           f"needs {expected}; check head.name (pooled for classes and labels, dense for fields)")
 
 
+def choose_embedder(configured: str, method: MethodConfig) -> str:
+    """The configured embedder (the task's, a body's or the user's), or the method's own (FPT's
+    linear patch layer) in place of one of ours. An embedder named on the command line, or
+    brought by a plugin, is never replaced: it may do work the method's would skip (a
+    spectrogram, say), so the method uses it, and the log says so."""
+    if not method.embedder or method.embedder == configured:
+        return configured
+    if _named_on_command_line("embedder") or not EMBEDDERS.is_builtin(configured):
+        log.warning("method %s uses embedder %r (named on the command line or brought by a plugin) in place of "
+                    "its own %r", method.name, configured, method.embedder)
+        return configured
+    return method.embedder
+
+
+def _named_on_command_line(group: str) -> bool:
+    """Whether this Hydra run's overrides set `group` (group=... or group.name=...)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():  # train(cfg) called from Python: the cfg is the user's word
+        return False
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task}
+    return bool(keys & {group, f"{group}.name"})
+
+
 def _unprefix(metrics: dict, prefix: str) -> dict[str, float]:
     return {k.removeprefix(prefix): float(v) for k, v in metrics.items()}
 
@@ -265,8 +289,8 @@ def _run_transformer(cfg: DictConfig, task: Task, splits, method: MethodConfig, 
     fine-tune records, the parameter counts and the selected checkpoint."""
     with timer.stage("embed"):  # stage 1: build embedder, body, head
         loaded = load_body(cfg.body.name, cfg.body.path, pretrained=method.pretrained)
-        embedder = create_embedder(method.embedder or cfg.embedder.name, task.input_shape, loaded.body,
-                                   **_options(cfg.embedder))
+        embedder_name = choose_embedder(cfg.embedder.name, method)
+        embedder = create_embedder(embedder_name, task.input_shape, loaded.body, **_options(cfg.embedder))
         head_options = _options(cfg.head)
         if method.head_pool and "pool" in head_options:
             head_options["pool"] = method.head_pool
@@ -287,6 +311,7 @@ def _run_transformer(cfg: DictConfig, task: Task, splits, method: MethodConfig, 
     val_metrics, test_metrics, best_path, finetune_record = run_finetune(cfg, task, splits, model, run_dir, timer,
                                                                          probe_frac=method.probe_frac)
     finetune_record["token_grid"] = list(embedder.grid)
+    finetune_record["embedder"] = embedder_name
     return val_metrics, test_metrics, align_record, finetune_record, model.parameter_counts(), best_path
 
 

@@ -60,16 +60,28 @@ def check_overrides(overrides: list[str]) -> DictConfig:
         loader = GlobalHydra.instance().config_loader()
         first = None
         for job in _jobs(_parse(overrides)):
-            _check_groups(loader, job)
+            search_path = [o.input_line for o in job if o.key == "hydra.searchpath"]
+            options = _GroupOptions(loader, search_path)
+            _check_groups(options, job)
             cfg = _compose([o.input_line for o in job])
-            _check_types(job, cfg, _compose([o.input_line for o in job if _is_group(loader, o)]))
+            _check_types(job, cfg, _compose([o.input_line for o in job if options(o.key)] + search_path))
             first = first or cfg
     return first
 
 
 def known_options(group: str) -> list[str]:
-    """The options of a config group: the files in configs/<group>/."""
-    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+    """The options of a config group: the files in configs/<group>/ and in the config
+    folders of plugin packages (orca/plugins.py)."""
+    import importlib.resources
+
+    from orca.plugins import package_search_path
+
+    names = {p.stem for p in (CONFIG_DIR / group).glob("*.yaml")}
+    for entry in package_search_path():
+        folder = importlib.resources.files(entry.removeprefix("pkg://")).joinpath(group)
+        if folder.is_dir():
+            names |= {f.name.removesuffix(".yaml") for f in folder.iterdir() if f.name.endswith(".yaml")}
+    return sorted(names)
 
 
 def _parse(overrides: list[str]) -> list:
@@ -110,13 +122,21 @@ def _jobs(parsed: list) -> list[list[_Fixed]]:
     return jobs
 
 
-def _is_group(loader, override: _Fixed) -> bool:
-    return bool(loader.get_group_options(override.key))
+class _GroupOptions:
+    """group -> its options on this job's search path (ours plus any hydra.searchpath)."""
+
+    def __init__(self, loader, search_path: list[str]):
+        self.loader, self.search_path, self.cache = loader, search_path, {}
+
+    def __call__(self, group: str) -> list[str]:
+        if group not in self.cache:
+            self.cache[group] = self.loader.get_group_options(group, config_name="train", overrides=self.search_path)
+        return self.cache[group]
 
 
-def _check_groups(loader, job: list[_Fixed]) -> None:
+def _check_groups(group_options: _GroupOptions, job: list[_Fixed]) -> None:
     for o in job:
-        options = loader.get_group_options(o.key)
+        options = group_options(o.key)
         value = o.input_line.split("=", 1)[-1]
         if options and "=" in o.input_line and value not in options and value != "null":
             raise ConfigError(f"unknown {o.key} {value!r}; known {o.key}s: {', '.join(options)} "

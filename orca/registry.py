@@ -49,6 +49,10 @@ class Registry(Generic[T]):
             raise ConfigError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}")
         return self._entries[name]
 
+    def is_builtin(self, name: str) -> bool:
+        """Registered by orca itself (its modules or tasks/), not by a plugin."""
+        return getattr(self.get(name), "__module__", "").split(".")[0] in ("orca", "tasks")
+
     def names(self) -> list[str]:
         load_plugins()
         return sorted(self._entries)

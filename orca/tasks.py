@@ -17,6 +17,7 @@ the flattened targets), as the reference method does.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import tarfile
 import urllib.request
@@ -392,4 +393,14 @@ def require_files(root: Path, names: list[str], url: str) -> None:
 
 
 def create_task(name: str, **options) -> Task:
-    return TASKS.get(name)(**options)
+    """TASKS[name](**options); options the task's constructor does not take are refused (the
+    keys of another task's config, left by ``task.name=NAME`` on top of it)."""
+    factory = TASKS.get(name)
+    parameters = inspect.signature(factory).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        foreign = sorted(set(options) - set(parameters))
+        if foreign:
+            raise ConfigError(f"task {name!r} takes no option{'s' if len(foreign) > 1 else ''} "
+                              f"{', '.join(foreign)} (its options: {', '.join(parameters) or 'none'}); choose the "
+                              f"task with task={name}, not task.name={name} on top of another task's config")
+    return factory(**options)

@@ -1,7 +1,8 @@
 """Command line: ``python -m orca.train task=ecg method=fpt seed=1`` (Hydra; ``-m`` sweeps).
 
 The command line is checked (orca/preflight.py) before Hydra writes anything; an error the
-user can fix prints one line and exits with status 2.
+user can fix prints one line and exits with status 2. Plugins' configs join Hydra's search
+path first (orca/plugins.py).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import hydra
 from omegaconf import DictConfig
 
 from orca.errors import OrcaError
+from orca.plugins import with_plugin_configs
 from orca.preflight import preflight
 
 
@@ -34,6 +36,7 @@ def _run(cfg: DictConfig) -> float:
 
 def main() -> None:
     try:
+        sys.argv[1:] = with_plugin_configs(sys.argv[1:])  # task=<a plugin's task> finds its config
         preflight(sys.argv[1:])
     except OrcaError as exc:
         _fail(exc)
