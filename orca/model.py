@@ -1,11 +1,20 @@
-"""The task model: embedder -> body -> head."""
+"""The task model: embedder -> body -> head, and its architecture as plain data.
+
+An architecture (``architecture(...)``, kept in every run's record as ``model``) is all it
+takes to rebuild the model without Hydra or the hub: the body's transformers config, the
+embedder's and head's names and options, any adapter, and the task's input and output
+shapes. ``build_model(loaded_body, arch)`` assembles the model; with the weights of a run's
+checkpoint or an export (orca/export.py) it is the trained model.
+"""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from orca.adapters import is_adapter_parameter
-from orca.bodies import Body
+from orca.adapters import add_lora, is_adapter_parameter
+from orca.bodies import Body, LoadedBody
+from orca.embedders import create_embedder
+from orca.heads import create_head
 
 
 class OrcaModel(nn.Module):
@@ -39,3 +48,28 @@ class OrcaModel(nn.Module):
     def parameter_counts(self) -> dict[str, int]:
         return {"total": sum(p.numel() for p in self.parameters()),
                 "trainable": sum(p.numel() for p in self.parameters() if p.requires_grad)}
+
+
+def architecture(task, loaded: LoadedBody, embedder: tuple[str, dict], head: tuple[str, dict],
+                 peft: dict | None = None) -> dict:
+    """The model's architecture as JSON-able data (see the module docstring)."""
+    output_shape = getattr(task, "output_shape", None)
+    return {"input_shape": list(task.input_shape), "num_outputs": int(task.num_outputs),
+            "output_kind": task.output_kind, "output_shape": list(output_shape) if output_shape else None,
+            "task": task.name, "embedder": {"name": embedder[0], **embedder[1]},
+            "head": {"name": head[0], **head[1]}, "peft": peft,
+            "body": {"key": loaded.key, "config": loaded.body.model.config.to_dict()}}
+
+
+def build_model(loaded: LoadedBody, arch: dict) -> OrcaModel:
+    """embedder -> `loaded`'s body -> head as `arch` describes them (adapters included)."""
+    embedder_options = {k: v for k, v in arch["embedder"].items() if k != "name"}
+    embedder = create_embedder(arch["embedder"]["name"], tuple(arch["input_shape"]), loaded.body, **embedder_options)
+    head_options = {k: v for k, v in arch["head"].items() if k != "name"}
+    output_shape = tuple(arch["output_shape"]) if arch["output_shape"] else None
+    head = create_head(arch["head"]["name"], loaded.body.output_size, arch["num_outputs"],
+                       grid=loaded.body.output_grid(embedder.grid), output_shape=output_shape, **head_options)
+    model = OrcaModel(embedder, loaded.body, head)
+    if arch.get("peft"):
+        add_lora(loaded.body, **{k: v for k, v in arch["peft"].items() if k != "name"})
+    return model

@@ -20,6 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -33,11 +34,9 @@ from orca.align.sources import load_source
 from orca.bodies import load_body
 from orca.budget import StepPlan, calibrate, fixed_plan, plan_steps
 from orca.classical import fit_classical
-from orca.embedders import create_embedder
 from orca.errors import ConfigError
-from orca.heads import create_head
 from orca.methods import MethodConfig
-from orca.model import OrcaModel
+from orca.model import OrcaModel, architecture, build_model
 from orca.preflight import check_run_folder
 from orca.record import StageTimer, package_versions, peak_rss_mb, summary, write_record
 from orca.registry import DISTANCES, EMBEDDERS
@@ -231,6 +230,9 @@ def run_finetune(cfg: DictConfig, task: Task, splits, model: OrcaModel, run_dir:
     with timer.stage("test"):
         val_metrics = trainer.validate(module, val, ckpt_path=best.best_model_path, verbose=False)[0]
         test_metrics = trainer.test(module, test, ckpt_path=best.best_model_path, verbose=False)[0]
+    if _rank_zero():  # what python -m orca.predict gives for the same inputs
+        (run_dir / "predictions").mkdir(exist_ok=True)
+        np.save(run_dir / "predictions" / "test.npy", torch.cat(module.test_predictions).numpy())
     steps = int(trainer.global_step)
     stage_record = {"steps_done": steps, "steps_planned": plan.max_steps if plan else None,
                     "stopped_on_time": bool(plan and steps < plan.max_steps),
@@ -284,20 +286,20 @@ def _unprefix(metrics: dict, prefix: str) -> dict[str, float]:
     return {k.removeprefix(prefix): float(v) for k, v in metrics.items()}
 
 
-def _run_transformer(cfg: DictConfig, task: Task, splits, method: MethodConfig, run_dir: Path, timer: StageTimer):
-    """Stages 1-3 for embedder -> body -> head; returns val and test metrics, the align and
-    fine-tune records, the parameter counts and the selected checkpoint."""
+def _run_transformer(cfg: DictConfig, task: Task, splits, method: MethodConfig, run_dir: Path,
+                     timer: StageTimer) -> dict:
+    """Stages 1-3 for embedder -> body -> head; returns the record's parts: val and test
+    metrics, the align and fine-tune records, parameter counts, the selected checkpoint and
+    the model's architecture."""
     with timer.stage("embed"):  # stage 1: build embedder, body, head
         loaded = load_body(cfg.body.name, cfg.body.path, pretrained=method.pretrained)
         embedder_name = choose_embedder(cfg.embedder.name, method)
-        embedder = create_embedder(embedder_name, task.input_shape, loaded.body, **_options(cfg.embedder))
         head_options = _options(cfg.head)
         if method.head_pool and "pool" in head_options:
             head_options["pool"] = method.head_pool
-        head = create_head(cfg.head.name, loaded.body.output_size, task.num_outputs,
-                           grid=loaded.body.output_grid(embedder.grid),
-                           output_shape=getattr(task, "output_shape", None), **head_options)
-        model = OrcaModel(embedder, loaded.body, head)
+        arch = architecture(task, loaded, (embedder_name, _options(cfg.embedder)), (cfg.head.name, head_options))
+        model = build_model(loaded, arch)
+        embedder = model.embedder
         check_output_shape(task, model, splits.train)
 
     align_record = None
@@ -308,11 +310,13 @@ def _run_transformer(cfg: DictConfig, task: Task, splits, method: MethodConfig, 
     model.set_trainable(method.trainable)
     if method.peft:  # after alignment, which never touches the body
         add_lora(loaded.body, **{k: v for k, v in method.peft.items() if k != "name"})
+        arch["peft"] = dict(method.peft)
     val_metrics, test_metrics, best_path, finetune_record = run_finetune(cfg, task, splits, model, run_dir, timer,
                                                                          probe_frac=method.probe_frac)
     finetune_record["token_grid"] = list(embedder.grid)
     finetune_record["embedder"] = embedder_name
-    return val_metrics, test_metrics, align_record, finetune_record, model.parameter_counts(), best_path
+    return {"val": val_metrics, "test": test_metrics, "align": align_record, "finetune": finetune_record,
+            "params": model.parameter_counts(), "checkpoint": str(best_path), "model": arch}
 
 
 def import_plugin(module: str) -> None:
@@ -346,22 +350,21 @@ def train(cfg: DictConfig) -> dict:
     classical = method.model == "classical"
     if classical:
         with timer.stage("fit"):
-            val_metrics, test_metrics, method_record, params = fit_classical(task, splits, seed=cfg.seed)
-        align_record, best_path = None, None
+            val_metrics, test_metrics, classical_record, params = fit_classical(task, splits, seed=cfg.seed)
+        parts = {"val": val_metrics, "test": test_metrics, "classical": classical_record, "params": params}
     else:
-        val_metrics, test_metrics, align_record, method_record, params, best_path = _run_transformer(
-            cfg, task, splits, method, run_dir, timer)
+        parts = _run_transformer(cfg, task, splits, method, run_dir, timer)
     record = {
         "task": task.name, "method": method.name, "body": None if classical else cfg.body.name, "seed": int(cfg.seed),
         "budget": cfg.budget_name,
-        "metrics": {"val": val_metrics, "test": test_metrics},
+        "metrics": {"val": parts["val"], "test": parts["test"]},
         "error_name": task.error_name, "paper": task.paper,
-        "align": align_record,
-        "finetune": None if classical else method_record, "classical": method_record if classical else None,
+        "align": parts.get("align"), "finetune": parts.get("finetune"), "classical": parts.get("classical"),
         "time_s": timer.totals(), "attempts": timer.attempts, "peak_rss_mb": round(peak_rss_mb(), 1),
         "peak_rss_mb_by_stage": timer.peak_rss_mb,
-        "data_sizes": splits.sizes(), "params": params,
-        "checkpoint": best_path and str(best_path), "versions": package_versions(),
+        "data_sizes": splits.sizes(), "params": parts["params"],
+        "checkpoint": parts.get("checkpoint"), "versions": package_versions(),
+        "model": parts.get("model"),  # the architecture: orca/model.py, orca/export.py
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     if _rank_zero():

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Sampler
 
 from orca.errors import ConfigError, NonFiniteLossError
-from orca.tasks import Task
+from orca.tasks import Task, predictions
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 
@@ -122,15 +122,21 @@ class FinetuneStage(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def _update(self, metrics, batch) -> None:
+    def _update(self, metrics, batch) -> torch.Tensor:
         x, y, *rest = batch  # each metric receives the extras it names (mask=..., groups=...)
-        metrics.update(self.model(x), y, **self.task.extras(rest))
+        outputs = self.model(x)
+        metrics.update(outputs, y, **self.task.extras(rest))
+        return outputs
 
     def validation_step(self, batch, _):
         self._update(self.val_metrics, batch)
 
-    def test_step(self, batch, _):
-        self._update(self.test_metrics, batch)
+    def on_test_epoch_start(self):
+        self.test_predictions: list[torch.Tensor] = []
+
+    def test_step(self, batch, _):  # the test split's predictions are kept (predictions/test.npy)
+        outputs = self._update(self.test_metrics, batch)
+        self.test_predictions.append(predictions(outputs, self.task.output_kind).float().cpu())
 
     def _log_split(self, metrics, prefix: str) -> None:
         values = {k.removeprefix(prefix): float(v) for k, v in metrics.compute().items()}

@@ -392,6 +392,14 @@ def require_files(root: Path, names: list[str], url: str) -> None:
                                 "or point data.root at a folder that holds them")
 
 
+def predictions(outputs: torch.Tensor, output_kind: str) -> torch.Tensor:
+    """What a user gets for a model's outputs: (n, K) class probabilities, (n, K) label
+    scores in [0, 1], or the fields as they are."""
+    if output_kind == "classes":
+        return outputs.softmax(-1)
+    return outputs.sigmoid() if output_kind == "multilabel" else outputs
+
+
 def create_task(name: str, **options) -> Task:
     """TASKS[name](**options); options the task's constructor does not take are refused (the
     keys of another task's config, left by ``task.name=NAME`` on top of it)."""
