@@ -47,14 +47,14 @@ from orca.tasks import Task, create_task, inputs_of, labels_of
 log = logging.getLogger(__name__)
 
 
-def _options(node: DictConfig, drop: tuple[str, ...] = ("name",)) -> dict:
+def node_options(node: DictConfig, drop: tuple[str, ...] = ("name",)) -> dict:
     return {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in drop}
 
 
 def _trainer(cfg: DictConfig, run_dir: Path, stage: str, **kwargs) -> L.Trainer:
     try:
         return L.Trainer(logger=CSVLogger(run_dir, name="logs", version=stage), num_sanity_val_steps=0,
-                         enable_model_summary=False, **_options(cfg.trainer, drop=()), **kwargs)
+                         enable_model_summary=False, **node_options(cfg.trainer, drop=()), **kwargs)
     except (MisconfigurationException, ValueError, TypeError) as exc:  # Lightning's word on trainer.* options
         raise ConfigError(f"the trainer options do not work: {exc}; check trainer.* "
                           "(https://lightning.ai/docs/pytorch/stable/common/trainer.html)") from None
@@ -105,7 +105,7 @@ def run_align(cfg: DictConfig, task: Task, train, loaded, embedder, run_dir: Pat
     log.info("align source: %s", description)
 
     labels = task.align_labels(labels_of(train)[0])
-    options = _options(a.options, drop=())
+    options = node_options(a.options, drop=())
     distance = distance_type(xs, ys, **options)
     # The reported distance is the OTDD whatever the align stage minimises (one scale for
     # every run), on a fixed subset of target and source, identical before and after.
@@ -294,10 +294,10 @@ def _run_transformer(cfg: DictConfig, task: Task, splits, method: MethodConfig, 
     with timer.stage("embed"):  # stage 1: build embedder, body, head
         loaded = load_body(cfg.body.name, cfg.body.path, pretrained=method.pretrained)
         embedder_name = choose_embedder(cfg.embedder.name, method)
-        head_options = _options(cfg.head)
+        head_options = node_options(cfg.head)
         if method.head_pool and "pool" in head_options:
             head_options["pool"] = method.head_pool
-        arch = architecture(task, loaded, (embedder_name, _options(cfg.embedder)), (cfg.head.name, head_options))
+        arch = architecture(task, loaded, (embedder_name, node_options(cfg.embedder)), (cfg.head.name, head_options))
         model = build_model(loaded, arch)
         embedder = model.embedder
         check_output_shape(task, model, splits.train)
@@ -339,12 +339,12 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     timer = StageTimer(run_dir / "checkpoints" / "time.json" if _rank_zero() else None)  # summed over attempts
     timer.save()  # this attempt counts from its start
-    method = MethodConfig(**_options(cfg.method, drop=()))
+    method = MethodConfig(**node_options(cfg.method, drop=()))
 
     with timer.stage("data"):
-        task = create_task(cfg.task.name, **_options(cfg.task))
+        task = create_task(cfg.task.name, **node_options(cfg.task))
         splits = task.load(cfg.data.root, download=cfg.data.download,
-                           max_samples=_options(cfg.data.max_samples, drop=()), seed=cfg.data.subset_seed)
+                           max_samples=node_options(cfg.data.max_samples, drop=()), seed=cfg.data.subset_seed)
     log.info("task %s: %s samples (train/val/test), input %s", task.name, splits.sizes(), task.input_shape)
 
     classical = method.model == "classical"

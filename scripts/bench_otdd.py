@@ -89,17 +89,17 @@ def align_inputs(task: str, root: Path, source_root: Path, per_class_pool: int =
     from orca.align.sources import load_source
     from orca.bodies import load_body
     from orca.embedders import create_embedder
-    from orca.pipeline import _options, _pooled_features
+    from orca.pipeline import _pooled_features, node_options
     from orca.tasks import create_task
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=[f"task={task}", "method=orca", "budget=cpu", f"data.root={root}",
                                           f"align.source_root={source_root}"])
     torch.manual_seed(0)
-    t = create_task(cfg.task.name, **_options(cfg.task))
-    splits = t.load(cfg.data.root, download=False, max_samples=_options(cfg.data.max_samples, drop=()), seed=0)
+    t = create_task(cfg.task.name, **node_options(cfg.task))
+    splits = t.load(cfg.data.root, download=False, max_samples=node_options(cfg.data.max_samples, drop=()), seed=0)
     loaded = load_body(cfg.body.name, cfg.body.path, pretrained=True)
-    embedder = create_embedder(cfg.embedder.name, t.input_shape, loaded.body, **_options(cfg.embedder))
+    embedder = create_embedder(cfg.embedder.name, t.input_shape, loaded.body, **node_options(cfg.embedder))
     a = cfg.align
     xs, ys, _ = load_source("conll2003", loaded, a.source_samples, a.seq_len, str(source_root), seed=0,
                             cache_dir=cfg.paths.cache_dir, download=False)
