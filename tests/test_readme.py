@@ -1,4 +1,4 @@
-"""The README's "Register a new modality embedder" example, run as a user would."""
+"""The README's "Register a new modality" example, run as a user would."""
 import re
 
 from conftest import ROOT
