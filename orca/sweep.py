@@ -40,7 +40,8 @@ class Suite:
 SUITES = {
     # Sized for a 2-core CPU: four tasks on the real data in ../shared/datasets, MiniLM body.
     "mini": Suite(tasks=("ecg", "satellite", "darcy", "cifar10"),
-                  methods=("orca", "finetune", "fpt", "scratch", "classical"), seeds=(0, 1, 2), budget="cpu"),
+                  methods=("orca", "finetune", "fpt", "scratch", "classical", "lora", "orca_lora"), seeds=(0, 1, 2),
+                  budget="cpu"),
     # The paper's ten tasks with its bodies (RoBERTa for 1D, Swin for 2D): for GPUs.
     "nb360": Suite(
         tasks=("cifar100", "spherical", "darcy", "psicov", "cosmic", "ninapro", "fsd50k", "ecg", "satellite", "deepsea"),

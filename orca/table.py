@@ -191,9 +191,10 @@ def alignment_markdown(table: Table) -> str:
             per_step = [a["distance_s_per_step"] for a in aligned if a.get("distance_s_per_step") is not None]
             lines.append(f"| {task} | {method} | {_mean_std(before)} | {_mean_std(after)} | {100 * change:+.1f} % "
                          f"| {steps} | {_mean_std(per_step) if per_step else '—'} | {aligned[0]['source'].split(':')[0]} |")
-    lines += ["", "Mean wall-clock seconds per stage over seeds, fine-tuning steps done (each seed's), and peak "
-              "resident memory.", "",
-              "| task | method | " + " | ".join(STAGES) + " | steps | peak RSS (MiB) |", "|---" * (len(STAGES) + 4) + "|"]
+    lines += ["", "Mean wall-clock seconds per stage over seeds, fine-tuning steps done (each seed's), mean seconds "
+              "per fine-tuning step, trainable and total parameters, and peak resident memory.", "",
+              "| task | method | " + " | ".join(STAGES) + " | steps | s/step | trainable / total params "
+              "| peak RSS (MiB) |", "|---" * (len(STAGES) + 6) + "|"]
     for task in table.tasks:
         for method in table.methods:
             records = table.cells[method, task].records
@@ -204,8 +205,12 @@ def alignment_markdown(table: Table) -> str:
                 values = [r["time_s"][stage] for r in records if stage in r["time_s"]]
                 times.append(fmt(statistics.fmean(values), 3) if values else "—")
             rss = statistics.fmean(r["peak_rss_mb"] for r in records)
-            steps = ", ".join(str(r["finetune"]["steps_done"]) for r in records if r.get("finetune")) or "—"
-            lines.append(f"| {task} | {method} | " + " | ".join(times) + f" | {steps} | {rss:.0f} |")
+            tuned = [r["finetune"] for r in records if r.get("finetune")]
+            steps = ", ".join(str(f["steps_done"]) for f in tuned) or "—"
+            per_step = fmt(statistics.fmean(f["seconds_per_step"] for f in tuned), 3) if tuned else "—"
+            params = records[0].get("params") or {}
+            counts = f"{params['trainable'] / 1e6:.3g}M / {params['total'] / 1e6:.3g}M" if params.get("total") else "—"
+            lines.append(f"| {task} | {method} | " + " | ".join(times) + f" | {steps} | {per_step} | {counts} | {rss:.0f} |")
     return "\n".join(lines) + "\n"
 
 

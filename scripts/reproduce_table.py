@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", choices=sorted(SUITES), default="mini")
     parser.add_argument("--tasks", nargs="+", help="subset of the suite's tasks (or others with a config): a b or a,b")
-    parser.add_argument("--methods", nargs="+", help="subset of methods (orca, finetune, fpt, scratch, classical)")
+    parser.add_argument("--methods", nargs="+", help="subset of methods (orca, finetune, fpt, scratch, classical, lora, orca_lora, ...)")
     parser.add_argument("--seeds", nargs="+", help="seeds (default: the suite's, 0 1 2)")
     parser.add_argument("--budget", help="budget config (default: the suite's; cpu for mini, paper for nb360)")
     parser.add_argument("--data-root", action="append", default=[], metavar="TASK=PATH",

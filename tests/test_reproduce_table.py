@@ -73,10 +73,11 @@ def test_dry_run_plans_the_mini_suite(tmp_path):
     proc = run_script("--suite", "mini", "--dry-run", "--out", str(tmp_path), "--data-root", "ecg=/data/ecg")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
-    assert lines[-1] == "60 runs planned, 0 done" and len(lines) == 61
+    assert lines[-1] == "84 runs planned, 0 done" and len(lines) == 85
     planned = {tuple(line.split()[:2]) + (line.split()[3],) for line in lines[:-1]}
     assert planned == {(t, m, s) for t in ("ecg", "satellite", "darcy", "cifar10")
-                       for m in ("orca", "finetune", "fpt", "scratch", "classical") for s in "012"}
+                       for m in ("orca", "finetune", "fpt", "scratch", "classical", "lora", "orca_lora")
+                       for s in "012"}
     ecg = next(line for line in lines if line.startswith("ecg") and "method=fpt seed=2" in line)
     assert "budget=cpu" in ecg and "data.root=/data/ecg" in ecg and f"hydra.run.dir={tmp_path}/runs/ecg/fpt/s2" in ecg
     assert not any((tmp_path / "runs").glob("*"))  # nothing ran
@@ -128,8 +129,8 @@ def test_real_two_run_sweep_resumes(tmp_path):
 
 def test_suites_are_the_issue_sizes():
     mini, nb360 = SUITES["mini"], SUITES["nb360"]
-    assert len(mini.tasks) * len(mini.methods) * len(mini.seeds) == 60 and mini.budget == "cpu"
-    assert "classical" in mini.methods
+    assert len(mini.tasks) * len(mini.methods) * len(mini.seeds) == 84 and mini.budget == "cpu"
+    assert {"classical", "lora", "orca_lora"} <= set(mini.methods)
     assert len(nb360.tasks) == 10 and nb360.published and nb360.budget == "paper"
 
 
