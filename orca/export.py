@@ -18,6 +18,7 @@ from orca.bodies import LoadedBody, wrap_hf_model, wrap_swin_model
 from orca.errors import ConfigError
 from orca.model import OrcaModel, build_model
 from orca.record import RECORD_NAME
+from orca.registry import import_plugin
 
 WEIGHTS, ARCHITECTURE = "model.safetensors", "model.json"
 
@@ -48,8 +49,6 @@ def _record(run_dir: Path) -> dict:
 
 
 def _import_plugins(record: dict) -> None:
-    from orca.pipeline import import_plugin
-
     for module in record["config"].get("plugins") or []:  # the run's own components register on import
         import_plugin(module)
 

@@ -10,7 +10,6 @@ same folder skips the stages that finished. A folder that holds a finished run's
 """
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import re
@@ -39,7 +38,7 @@ from orca.methods import MethodConfig
 from orca.model import OrcaModel, architecture, build_model
 from orca.preflight import check_run_folder
 from orca.record import StageTimer, package_versions, peak_rss_mb, summary, write_record
-from orca.registry import DISTANCES, EMBEDDERS
+from orca.registry import DISTANCES, EMBEDDERS, import_plugin
 from orca.resume import EpochSampler, ExactResume, SaveTimes
 from orca.stages import AlignStage, ClassBatchSampler, FinetuneStage, LinearProbeFirst
 from orca.tasks import Task, create_task, inputs_of, labels_of
@@ -317,14 +316,6 @@ def _run_transformer(cfg: DictConfig, task: Task, splits, method: MethodConfig, 
     finetune_record["embedder"] = embedder_name
     return {"val": val_metrics, "test": test_metrics, "align": align_record, "finetune": finetune_record,
             "params": model.parameter_counts(), "checkpoint": str(best_path), "model": arch}
-
-
-def import_plugin(module: str) -> None:
-    try:
-        importlib.import_module(module)
-    except Exception as exc:  # any failure of the user's module: name it, and the fix
-        raise ConfigError(f"plugin module {module!r} could not be imported ({type(exc).__name__}: {exc}); "
-                          "check the name in plugins=[...] and that its package is installed") from None
 
 
 def train(cfg: DictConfig) -> dict:

@@ -103,10 +103,9 @@ def _has_config(group: str, option: str, entries: list[str]) -> bool:
 def write_class_configs(wanted: list[tuple[str, str]], plugin_modules: list[str]) -> Path | None:
     """Write ``<group>/<name>.yaml`` for every (group, name) a plugin registered, from its
     class; return the folder (removed when the process ends), or None if none was found."""
-    from orca.pipeline import (
-        import_plugin,  # imports torch: only for a command line that needs it
-    )
-    from orca.registry import BODIES, EMBEDDERS, TASKS
+    from orca.registry import BODIES, EMBEDDERS, TASKS, import_plugin
+
+    # Importing the plugins and our components loads torch: only a command line that needs it.
 
     for module in plugin_modules:
         import_plugin(module)

@@ -84,6 +84,15 @@ _BUILTIN_MODULES = (
 _loaded = False
 
 
+def import_plugin(module: str) -> None:
+    """Import a ``plugins=[...]`` module, whose components register on import."""
+    try:
+        importlib.import_module(module)
+    except Exception as exc:  # any failure of the user's module: name it, and the fix
+        raise ConfigError(f"plugin module {module!r} could not be imported ({type(exc).__name__}: {exc}); "
+                          "check the name in plugins=[...] and that its package is installed") from None
+
+
 def load_plugins() -> None:
     """Import the built-in component modules and every ``orca.plugins`` entry point once."""
     global _loaded

@@ -106,9 +106,8 @@ def select(argv: list[str]) -> Path:
     import lightning as L
 
     from orca.pipeline import node_options
-    from orca.tasks import create_task
-
     from orca.plugins import with_plugin_configs
+    from orca.tasks import create_task
 
     own, overrides = parse(argv)
     overrides = with_plugin_configs(overrides)  # task=<a plugin's task>
