@@ -144,8 +144,9 @@ CASES = [
     # unknown names
     Case("unknown-task", ["task=nope"], ["unknown task 'nope'", "digits, ecg"]),
     Case("unknown-body", ["body=nope"], ["unknown body 'nope'", "minilm"]),
-    Case("unknown-method", ["method=nope"], ["unknown method 'nope'", "finetune, fpt, orca"]),
+    Case("unknown-method", ["method=nope"], ["unknown method 'nope'", "finetune, fpt, linear_probe, lora"]),
     Case("unknown-embedder", ["embedder.name=nope"], ["unknown embedder 'nope'", "patch2d"]),
+    Case("unknown-embedder-config", ["embedder=nope"], ["unknown embedder 'nope'", "conv1d, linear_patch, patch2d"]),
     Case("unknown-head-config", ["head=nope"], ["unknown head 'nope'", "dense, pooled"]),
     Case("unknown-head-name", ["head.name=nope"], ["unknown head 'nope'", "pooled"]),
     Case("unknown-align-config", ["align=nope"], ["unknown align 'nope'", "mmd", "otdd"]),

@@ -18,7 +18,8 @@ def fake_record(run, error, before=10.0, after=8.0):
               "metrics": {"test": {"error": error}, "val": {"error": error}}, "paper": {"ORCA": 1.0},
               "align": {"before": before, "after": after, "source": "pydoc-topics: x"} if run.method == "orca" else None,
               "time_s": {"data": 1.0, "finetune": 10.0 + run.seed, "test": 2.0, "total": 13.0 + run.seed},
-              "peak_rss_mb": 1000.0}
+              "finetune": {"steps_done": 100 + run.seed, "seconds_per_step": 0.1 + 0.01 * run.seed},
+              "params": {"trainable": 1_000_000, "total": 2_000_000}, "peak_rss_mb": 1000.0}
     (run.folder / "results.json").write_text(json.dumps(record))
 
 
@@ -53,7 +54,8 @@ def test_table_from_records_with_missing_and_failed_runs(tmp_path):
     assert paths["png"].stat().st_size > 10_000
     alignment = paths["alignment"].read_text()
     assert "| ta | orca | 10 ± 0 | 7 ± 1 | -30.0 % | — | — | pydoc-topics |" in alignment  # after: 8, 7, 6
-    assert "| ta | fpt | 1 | — | — | — | 10.5 | — | 2 | 13.5 | — | 1000 |" in alignment  # seeds 0, 1: finetune 10, 11 s
+    # seeds 0, 1: finetune 10, 11 s; 100, 101 steps at 0.10, 0.11 s
+    assert "| ta | fpt | 1 | — | — | — | 10.5 | — | 2 | 13.5 | 100, 101 | 0.105 | 1M / 2M | 1000 |" in alignment
 
 
 def test_published_rows_only_when_asked(tmp_path):
