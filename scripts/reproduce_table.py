@@ -63,9 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.table_only:
         counts = run_missing(runs)
         print(f"sweep: {counts} in {(time.perf_counter() - t0) / 60:.1f} min")
-    # The table is the whole suite's: a sweep of a subset (--tasks, --methods, --seeds) adds its
-    # runs to it and never redraws it with that subset alone.
-    table = collect(plan(suite, out, budget=args.budget), published=suite.published)
+    table = collect(runs, published=suite.published)
     budget = args.budget or suite.budget
     paths = write_all(table, out, f"Suite {args.suite}, budget={budget}")
     print(markdown(table, f"Suite {args.suite}, budget={budget}"))
