@@ -23,7 +23,6 @@ runs before Hydra, see orca/train.py); the others stay as fast as before.
 from __future__ import annotations
 
 import atexit
-import importlib.resources
 import inspect
 import shutil
 import tempfile
@@ -33,7 +32,6 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 CONFIG_GROUP = "orca.configs"
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 PLUGGABLE = ("task", "embedder", "body")  # config groups a plugin may add options to
 # Constructor arguments the pipeline passes itself, so they are not config keys.
 _PASSED = {"task": (), "embedder": ("input_shape", "body", "target_len"), "body": ("path", "pretrained")}
@@ -50,9 +48,13 @@ def with_plugin_configs(argv: list[str]) -> list[str]:
     parsed = _parse(argv)
     if parsed is None:  # a syntax error: the preflight reports it
         return argv
+    from orca.preflight import (
+        known_options,  # ours and the plugin packages' config files
+    )
+
     entries = package_search_path()
     wanted = [(group, value) for group, values in parsed["choices"].items() for value in values]
-    missing = [(g, v) for g, v in wanted if not _has_config(g, v, entries)]
+    missing = [(g, v) for g, v in wanted if v not in known_options(g)]
     if missing:
         generated = write_class_configs(missing, parsed["plugins"])
         if generated:
@@ -86,18 +88,6 @@ def _parse(argv: list[str]) -> dict | None:
         elif key == "plugins":
             plugins = [str(m) for v in values for m in (v if isinstance(v, list) else [v])]
     return {"choices": choices, "plugins": plugins}
-
-
-def _has_config(group: str, option: str, entries: list[str]) -> bool:
-    if (CONFIG_DIR / group / f"{option}.yaml").exists():
-        return True
-    for entry in entries:
-        try:
-            if importlib.resources.files(entry.removeprefix("pkg://")).joinpath(group, f"{option}.yaml").is_file():
-                return True
-        except (ModuleNotFoundError, TypeError):
-            continue  # a package that is not installed: Hydra says so
-    return False
 
 
 def write_class_configs(wanted: list[tuple[str, str]], plugin_modules: list[str]) -> Path | None:

@@ -78,7 +78,10 @@ def known_options(group: str) -> list[str]:
 
     names = {p.stem for p in (CONFIG_DIR / group).glob("*.yaml")}
     for entry in package_search_path():
-        folder = importlib.resources.files(entry.removeprefix("pkg://")).joinpath(group)
+        try:
+            folder = importlib.resources.files(entry.removeprefix("pkg://")).joinpath(group)
+        except (ModuleNotFoundError, TypeError):
+            continue  # a declared package that is not importable: Hydra says so
         if folder.is_dir():
             names |= {f.name.removesuffix(".yaml") for f in folder.iterdir() if f.name.endswith(".yaml")}
     return sorted(names)
