@@ -40,6 +40,12 @@ def add_lora(body: Body, r: int = 8, alpha: float = 16, dropout: float = 0.0,
         raise ConfigError(f"LoRA could not be added to the body: {exc}; check method.peft.target_modules") from None
 
 
+def lora_options(peft: dict) -> dict:
+    """`method.peft` as :func:`add_lora`'s keywords: without its name and its learning rate
+    (the optimiser's business: orca/stages.py)."""
+    return {k: v for k, v in peft.items() if k not in ("name", "lr")}
+
+
 def is_adapter_parameter(name: str) -> bool:
     """True for the parameters peft's LoRA adds (lora_A / lora_B), by their names."""
     return "lora_" in name

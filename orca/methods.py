@@ -52,6 +52,10 @@ class MethodConfig:
         if self.peft is not None:
             if self.peft.get("name") not in PEFT:
                 raise ConfigError(f"method.peft.name={self.peft.get('name')!r}; known: {', '.join(PEFT)}")
+            lr = self.peft.get("lr")
+            if lr is not None and not lr > 0:
+                raise ConfigError(f"method.peft.lr={lr}: the adapters' learning rate must be positive, "
+                                  "or null for finetune.new_lr")
             if self.trainable != "all":
                 raise ConfigError(f"method {self.name!r}: an adapter (method.peft) decides what trains in the body; "
                                   "set method.trainable=all")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from orca.adapters import add_lora, is_adapter_parameter
+from orca.adapters import add_lora, is_adapter_parameter, lora_options
 from orca.bodies import Body, LoadedBody
 from orca.embedders import create_embedder
 from orca.heads import create_head
@@ -38,12 +38,12 @@ class OrcaModel(nn.Module):
                 p.requires_grad_(True)
 
     def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]:
-        """{"pretrained": the body's own weights, "new": embedder, head and any adapters in
-        the body}, trainable or not (a frozen body may be unfrozen later: LP-FT)."""
+        """{"pretrained": the body's own weights, "new": embedder and head, "adapters": any
+        adapters in the body}, trainable or not (a frozen body may be unfrozen later: LP-FT)."""
         adapters = [p for n, p in self.body.named_parameters() if is_adapter_parameter(n)]
         pretrained = [p for n, p in self.body.named_parameters() if not is_adapter_parameter(n)]
-        return {"pretrained": pretrained,
-                "new": [*self.embedder.parameters(), *self.head.parameters(), *adapters]}
+        return {"pretrained": pretrained, "new": [*self.embedder.parameters(), *self.head.parameters()],
+                "adapters": adapters}
 
     def parameter_counts(self) -> dict[str, int]:
         return {"total": sum(p.numel() for p in self.parameters()),
@@ -71,5 +71,5 @@ def build_model(loaded: LoadedBody, arch: dict) -> OrcaModel:
                        grid=loaded.body.output_grid(embedder.grid), output_shape=output_shape, **head_options)
     model = OrcaModel(embedder, loaded.body, head)
     if arch.get("peft"):
-        add_lora(loaded.body, **{k: v for k, v in arch["peft"].items() if k != "name"})
+        add_lora(loaded.body, **lora_options(arch["peft"]))
     return model

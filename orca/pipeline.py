@@ -28,7 +28,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from orca.adapters import add_lora
+from orca.adapters import add_lora, lora_options
 from orca.align.sources import load_source
 from orca.bodies import load_body
 from orca.budget import StepPlan, calibrate, fixed_plan, plan_steps
@@ -184,16 +184,17 @@ def _from_rank_zero(value):
 
 
 def run_finetune(cfg: DictConfig, task: Task, splits, model: OrcaModel, run_dir: Path, timer: StageTimer,
-                 probe_frac: float = 0.0):
+                 probe_frac: float = 0.0, adapter_lr: float | None = None):
     """Stage 3. Returns val metrics of the selected weights, their test metrics, their
     checkpoint, and what the stage did (steps planned and done, seconds a step). With
-    `probe_frac`, the body stays frozen for that share of the steps first (LP-FT)."""
+    `probe_frac`, the body stays frozen for that share of the steps first (LP-FT);
+    `adapter_lr` is the adapters' learning rate (None: finetune.new_lr)."""
     f = cfg.finetune
     order = EpochSampler(len(splits.train), f.batch_size, seed=cfg.seed)  # resumable: orca/resume.py
     val = DataLoader(splits.val, batch_size=f.eval_batch_size)  # every process sees whole splits: exact metrics
     test = DataLoader(splits.test, batch_size=f.eval_batch_size)
     module = FinetuneStage(model, task, optimizer=f.optimizer, warmup_frac=f.warmup_frac, new_lr=f.new_lr,
-                           unfreezes_body=probe_frac > 0)
+                           unfreezes_body=probe_frac > 0, adapter_lr=adapter_lr)
     ckpt_dir = run_dir / "checkpoints" / "finetune"
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best-{step}", monitor="val/error", mode="min",
                            save_top_k=1, save_last=True)
@@ -308,10 +309,11 @@ def _run_transformer(cfg: DictConfig, task: Task, splits, method: MethodConfig, 
     model.train()  # Hugging Face loads bodies in eval mode
     model.set_trainable(method.trainable)
     if method.peft:  # after alignment, which never touches the body
-        add_lora(loaded.body, **{k: v for k, v in method.peft.items() if k != "name"})
+        add_lora(loaded.body, **lora_options(method.peft))
         arch["peft"] = dict(method.peft)
     val_metrics, test_metrics, best_path, finetune_record = run_finetune(cfg, task, splits, model, run_dir, timer,
-                                                                         probe_frac=method.probe_frac)
+                                                                         probe_frac=method.probe_frac,
+                                                                         adapter_lr=(method.peft or {}).get("lr"))
     finetune_record["token_grid"] = list(embedder.grid)
     finetune_record["embedder"] = embedder_name
     return {"val": val_metrics, "test": test_metrics, "align": align_record, "finetune": finetune_record,

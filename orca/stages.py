@@ -94,16 +94,18 @@ class FinetuneStage(L.LightningModule):
     """Trains the model on the task loss; validation and test metrics over whole splits,
     logged as ``val/<metric>`` and ``test/<metric>`` plus ``val/error`` (the paper's number).
 
-    Two parameter groups: the pretrained body at ``optimizer["lr"]``, and the newly
-    initialised embedder, head and adapters at `new_lr` (None: the same lr). The learning rate warms
-    up linearly over `warmup_frac` of the steps, then decays linearly to 0 at the last step.
+    Parameter groups: the pretrained body at ``optimizer["lr"]``, the newly initialised
+    embedder and head at `new_lr` (None: the same lr), and any adapters in the body at
+    `adapter_lr` (None: new_lr). The learning rate warms up linearly over `warmup_frac` of
+    the steps, then decays linearly to 0 at the last step.
     """
 
     def __init__(self, model: torch.nn.Module, task: Task, optimizer: dict, warmup_frac: float,
-                 new_lr: float | None = None, unfreezes_body: bool = False):
+                 new_lr: float | None = None, unfreezes_body: bool = False, adapter_lr: float | None = None):
         super().__init__()
         self.model, self.task, self.unfreezes_body = model, task, unfreezes_body
-        self.optimizer_options, self.warmup_frac, self.new_lr = dict(optimizer), warmup_frac, new_lr
+        self.optimizer_options, self.warmup_frac = dict(optimizer), warmup_frac
+        self.new_lr, self.adapter_lr = new_lr, adapter_lr
         self.val_metrics = task.metrics().clone(prefix="val/")
         self.test_metrics = task.metrics().clone(prefix="test/")
         for metric in (*self.val_metrics.values(), *self.test_metrics.values()):
@@ -151,15 +153,18 @@ class FinetuneStage(L.LightningModule):
         self._log_split(self.test_metrics, "test/")
 
     def make_optimizer(self) -> torch.optim.Optimizer:
-        """The body's own weights at lr; the embedder, head and adapters (new) at new_lr.
-        Frozen parameters join only if they may train later (LP-FT unfreezes the body)."""
+        """The body's own weights at lr; the embedder and head at new_lr; adapters at
+        adapter_lr. Frozen parameters join only if they may train later (LP-FT unfreezes the body)."""
         options = dict(self.optimizer_options)
         lr = options.pop("lr")
         groups = self.model.parameter_groups()
         body = [p for p in groups["pretrained"] if p.requires_grad or self.unfreezes_body]
         new = [p for p in groups["new"] if p.requires_grad]
+        adapters = [p for p in groups["adapters"] if p.requires_grad]
+        new_lr = self.new_lr or lr
         groups = [{"params": body, "lr": lr, "name": "body"},
-                  {"params": new, "lr": self.new_lr or lr, "name": "embedder+head"}]
+                  {"params": new, "lr": new_lr, "name": "embedder+head"},
+                  {"params": adapters, "lr": self.adapter_lr or new_lr, "name": "adapters"}]
         return build_optimizer([g for g in groups if g["params"]], lr=lr, **options)
 
     def configure_optimizers(self):

@@ -68,6 +68,28 @@ def test_probe_phase_follows_the_step_counter():
         assert all(p.requires_grad == trains for p in body.parameters()), step
 
 
+@pytest.mark.parametrize("adapter_lr,expected", [(None, 3e-3), (5e-4, 5e-4)])
+def test_adapters_train_at_their_own_learning_rate(adapter_lr, expected):
+    """method.peft.lr sets the adapters' group; unset, they train at new_lr with the embedder."""
+    from orca.embedders import create_embedder
+    from orca.heads import create_head
+    from orca.model import OrcaModel
+    from orca.stages import FinetuneStage
+    from orca.tasks import create_task
+
+    task, body = create_task("digits"), load_body("tiny-random").body
+    model = OrcaModel(create_embedder("patch2d", task.input_shape, body, target_len=4), body,
+                      create_head("pooled", body.output_size, 10))
+    add_lora(body, r=2)
+    stage = FinetuneStage(model, task, {"name": "adamw", "lr": 1e-4}, 0.1, new_lr=3e-3, adapter_lr=adapter_lr)
+    groups = {g["name"]: g for g in stage.make_optimizer().param_groups}
+    assert set(groups) == {"embedder+head", "adapters"}  # the body's own weights are frozen
+    assert groups["adapters"]["lr"] == expected and groups["embedder+head"]["lr"] == 3e-3
+    assert all(is_adapter_parameter(n) for n, p in body.named_parameters() if p.requires_grad)
+    assert sum(p.numel() for p in groups["adapters"]["params"]) == sum(
+        p.numel() for n, p in body.named_parameters() if is_adapter_parameter(n))
+
+
 def test_lora_defaults_cover_gpt2_and_swin():
     from transformers import GPT2Config, GPT2Model
 
@@ -90,6 +112,8 @@ def test_method_options_that_cannot_work_are_refused():
         MethodConfig("x", peft={"name": "ia3"})
     with pytest.raises(ConfigError, match=r"in \[0, 1\)"):
         MethodConfig("x", probe_frac=1.0)
+    with pytest.raises(ConfigError, match="adapters' learning rate must be positive"):
+        MethodConfig("x", peft={"name": "lora", "lr": 0.0})
     body = load_body("tiny-random").body
     with pytest.raises(ConfigError, match="method.peft.target_modules"):
         add_lora(body, target_modules=["no_such_projection"])
