@@ -15,8 +15,9 @@ BUDGETS = {p.stem for p in (ROOT / "configs" / "budget").glob("*.yaml")}
 def test_every_tuned_file_names_a_budget_task_and_method_that_exist(name):
     budget, task, *method = name.split("_", 2)
     assert budget in BUDGETS and task in TASKS and (not method or method[0] in METHODS), name
-    assert "search_recipe.py" in (ROOT / "configs" / ("tuned_method" if method else "tuned") / f"{name}.yaml").read_text(), \
-        f"{name}: say which search chose these values"
+    text = (ROOT / "configs" / ("tuned_method" if method else "tuned") / f"{name}.yaml").read_text()
+    assert "search_recipe.py" in text or "python -m orca.train" in text, \
+        f"{name}: say which search (a search_recipe.py study, or orca.train runs) chose these values"
 
 
 def test_tuned_recipe_applies_to_its_budget_only(make_cfg):
