@@ -48,6 +48,29 @@ def check_input_shape(embedder: str, input_shape, ndims: tuple[int, ...], exampl
     return shape
 
 
+def conv_stem(channels: int, widths, ndim: int) -> tuple[nn.Module, int]:
+    """Early convolutions before the patch projection (Xiao et al. 2021, "Early convolutions
+    help transformers see better"): for each width w, a 3-wide stride-2 convolution to w
+    channels, GroupNorm(1, w) (no batch statistics, so alignment's class batches change
+    nothing) and GELU. Each layer halves every side, rounding up. Returns the stem (identity
+    for no widths) and its output channels."""
+    conv = nn.Conv1d if ndim == 1 else nn.Conv2d
+    layers: list[nn.Module] = []
+    for width in widths or ():
+        if width < 1:
+            raise ConfigError(f"embedder.stem widths must be positive channel counts, got {list(widths)}")
+        layers += [conv(channels, width, kernel_size=3, stride=2, padding=1), nn.GroupNorm(1, width), nn.GELU()]
+        channels = width
+    return nn.Sequential(*layers), channels
+
+
+def after_stem(side: int, widths) -> int:
+    """A side's length after :func:`conv_stem` with these widths (each layer: ceil(side / 2))."""
+    for _ in widths or ():
+        side = (side + 1) // 2
+    return side
+
+
 class Embedder(nn.Module):
     """Base: the token grid and the position table (N, D) copied from the body (none if
     the body has no absolute positions)."""
@@ -74,19 +97,25 @@ class Conv1dEmbedder(Embedder):
 
     s is `patch_size`, or else the smallest stride dividing L with L / s <= target_len (ECG
     1000 -> 50 tokens with target 64, DeepSEA 1000 -> 500 with 512, Satellite 46 -> 46).
+    `stem` (channel widths, default none) puts early convolutions first (:func:`conv_stem`);
+    the stride rule then applies to the stem's output length.
     """
 
-    def __init__(self, input_shape, body: Body, target_len: int = 512, patch_size: int | None = None):
+    def __init__(self, input_shape, body: Body, target_len: int = 512, patch_size: int | None = None,
+                 stem: list[int] | None = None):
         channels, length = check_input_shape("conv1d", input_shape, (2,), "(C, L)")
+        self.stem, channels = conv_stem(channels, stem, ndim=1)
+        length = after_stem(length, stem)
         stride = patch_size or smallest_stride(length, target_len)
         if length % stride:
-            raise ConfigError(f"stride {stride} does not divide the input length {length}")
+            raise ConfigError(f"stride {stride} does not divide the input length {length}"
+                              + (" (after the stem)" if stem else ""))
         super().__init__(body, (length // stride,))
         self.conv = nn.Conv1d(channels, body.hidden_size, kernel_size=stride, stride=stride)
         self.norm = nn.LayerNorm(body.hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = self.conv(x).transpose(1, 2)  # (B, N, D)
+        tokens = self.conv(self.stem(x)).transpose(1, 2)  # (B, N, D)
         return self.add_positions(self.norm(tokens))
 
 
@@ -95,20 +124,26 @@ class Patch2dEmbedder(Embedder):
     """An image as a token sequence for a language body: (B, C, H, W) -> p x p patches ->
     Conv2d(C, D, p, stride p) -> (B, HW/p^2, D) -> LayerNorm -> + positions.
 
-    p is `patch_size`, or else the smallest patch giving at most target_len tokens.
+    p is `patch_size`, or else the smallest patch giving at most target_len tokens. `stem`
+    (channel widths, default none) puts early convolutions first (:func:`conv_stem`); the
+    patch then divides the stem's output (CIFAR's 32x32 -> 8x8 after stem=[32, 64]).
     """
 
-    def __init__(self, input_shape, body: Body, target_len: int = 64, patch_size: int | None = None):
+    def __init__(self, input_shape, body: Body, target_len: int = 64, patch_size: int | None = None,
+                 stem: list[int] | None = None):
         channels, height, width = check_input_shape("patch2d", input_shape, (3,), "(C, H, W)")
+        self.stem, channels = conv_stem(channels, stem, ndim=2)
+        height, width = after_stem(height, stem), after_stem(width, stem)
         p = patch_size or smallest_patch(height, width, target_len)
         if height % p or width % p:
-            raise ConfigError(f"patch size {p} does not divide the {height}x{width} input")
+            raise ConfigError(f"patch size {p} does not divide the {height}x{width} input"
+                              + (" (after the stem)" if stem else ""))
         super().__init__(body, (height // p, width // p))
         self.conv = nn.Conv2d(channels, body.hidden_size, kernel_size=p, stride=p)
         self.norm = nn.LayerNorm(body.hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = self.conv(x).flatten(2).transpose(1, 2)  # (B, N, D)
+        tokens = self.conv(self.stem(x)).flatten(2).transpose(1, 2)  # (B, N, D)
         return self.add_positions(self.norm(tokens))
 
 
