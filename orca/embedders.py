@@ -104,13 +104,14 @@ class Conv1dEmbedder(Embedder):
     def __init__(self, input_shape, body: Body, target_len: int = 512, patch_size: int | None = None,
                  stem: list[int] | None = None):
         channels, length = check_input_shape("conv1d", input_shape, (2,), "(C, L)")
-        self.stem, channels = conv_stem(channels, stem, ndim=1)
+        stem_layers, channels = conv_stem(channels, stem, ndim=1)
         length = after_stem(length, stem)
         stride = patch_size or smallest_stride(length, target_len)
         if length % stride:
             raise ConfigError(f"stride {stride} does not divide the input length {length}"
                               + (" (after the stem)" if stem else ""))
         super().__init__(body, (length // stride,))
+        self.stem = stem_layers
         self.conv = nn.Conv1d(channels, body.hidden_size, kernel_size=stride, stride=stride)
         self.norm = nn.LayerNorm(body.hidden_size)
 
@@ -132,13 +133,14 @@ class Patch2dEmbedder(Embedder):
     def __init__(self, input_shape, body: Body, target_len: int = 64, patch_size: int | None = None,
                  stem: list[int] | None = None):
         channels, height, width = check_input_shape("patch2d", input_shape, (3,), "(C, H, W)")
-        self.stem, channels = conv_stem(channels, stem, ndim=2)
+        stem_layers, channels = conv_stem(channels, stem, ndim=2)
         height, width = after_stem(height, stem), after_stem(width, stem)
         p = patch_size or smallest_patch(height, width, target_len)
         if height % p or width % p:
             raise ConfigError(f"patch size {p} does not divide the {height}x{width} input"
                               + (" (after the stem)" if stem else ""))
         super().__init__(body, (height // p, width // p))
+        self.stem = stem_layers
         self.conv = nn.Conv2d(channels, body.hidden_size, kernel_size=p, stride=p)
         self.norm = nn.LayerNorm(body.hidden_size)
 
