@@ -8,6 +8,7 @@ need it.
 """
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -69,6 +70,11 @@ def after_stem(side: int, widths) -> int:
     for _ in widths or ():
         side = (side + 1) // 2
     return side
+
+
+def takes_stem(name: str) -> bool:
+    """Whether the registered embedder `name` has the `stem` option (conv1d and patch2d do)."""
+    return "stem" in inspect.signature(EMBEDDERS.get(name)).parameters
 
 
 class Embedder(nn.Module):

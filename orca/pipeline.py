@@ -33,6 +33,7 @@ from orca.align.sources import load_source
 from orca.bodies import load_body
 from orca.budget import StepPlan, calibrate, fixed_plan, plan_steps
 from orca.classical import fit_classical
+from orca.embedders import takes_stem
 from orca.errors import ConfigError
 from orca.methods import MethodConfig
 from orca.model import OrcaModel, architecture, build_model
@@ -294,10 +295,14 @@ def _run_transformer(cfg: DictConfig, task: Task, splits, method: MethodConfig, 
     with timer.stage("embed"):  # stage 1: build embedder, body, head
         loaded = load_body(cfg.body.name, cfg.body.path, pretrained=method.pretrained)
         embedder_name = choose_embedder(cfg.embedder.name, method)
+        embedder_options = node_options(cfg.embedder)
+        if embedder_options.get("stem") and not takes_stem(embedder_name):  # FPT's linear patch, a vision body's own
+            log.info("embedder %r has no convolutional stem: embedder.stem=%s is not used", embedder_name,
+                     embedder_options.pop("stem"))
         head_options = node_options(cfg.head)
         if method.head_pool and "pool" in head_options:
             head_options["pool"] = method.head_pool
-        arch = architecture(task, loaded, (embedder_name, node_options(cfg.embedder)), (cfg.head.name, head_options))
+        arch = architecture(task, loaded, (embedder_name, embedder_options), (cfg.head.name, head_options))
         model = build_model(loaded, arch)
         embedder = model.embedder
         check_output_shape(task, model, splits.train)
