@@ -115,8 +115,9 @@ class FinetuneStage(L.LightningModule):
         return self.model(x)
 
     def loss(self, batch) -> torch.Tensor:
+        """Training loss of a batch, on the task's augmented inputs (an image's random crop and flip)."""
         x, y, *rest = batch  # then the task's extras: a dense task's mask, ECG's recording ids
-        return self.task.loss(self.model(x), y, self.task.extras(rest).get("mask"))
+        return self.task.loss(self.model(self.task.augment(x)), y, self.task.extras(rest).get("mask"))
 
     def training_step(self, batch, _):
         loss = self.loss(batch)

@@ -189,6 +189,11 @@ class Task(ABC):
     def check_classes(self, labels: dict[str, np.ndarray], strict: bool = True) -> None:
         """Tasks with classes check their labels, per split (an error; a warning if not strict)."""
 
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """A training batch's inputs (B, *input_shape), randomised for fine-tuning (never for
+        alignment or evaluation); identity unless the task overrides it."""
+        return x
+
     def extras(self, tensors) -> dict:
         """The tensors after (inputs, targets) of a batch or split, by name."""
         return dict(zip(self.extra_names, tensors))

@@ -9,7 +9,9 @@ CIFAR-10 images in this layout (1,000 train and 200 test a class, 32x32 JPEG). N
 downloaded.
 
 Preprocessing: ToTensor + Normalize with the CIFAR-10 mean (0.4914, 0.4822, 0.4465) and std
-(0.2470, 0.2435, 0.2616) (options `mean`, `std`). Splits: the test folder is the test split;
+(0.2470, 0.2435, 0.2616) (options `mean`, `std`). Augmentation, for fine-tuning only:
+`crop_pad` > 0 pads each training image by that many pixels, crops it back at a random
+offset and mirrors it left-right half the time (0, the default: none). Splits: the test folder is the test split;
 validation is 10% of the train folder, stratified by class with a fixed seed (option
 `split_seed`). Metric: accuracy; the error is the 0-1 error in percent. Not in the paper's
 table.
@@ -25,7 +27,7 @@ from tqdm import tqdm
 from orca.errors import ConfigError, DataNotFoundError
 from orca.registry import TASKS
 from orca.tasks import reading
-from tasks.images import PercentErrorTask, carve_validation, normalise
+from tasks.images import PercentErrorTask, carve_validation, crop_and_flip, normalise
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 MEAN = (0.4914, 0.4822, 0.4465)
@@ -82,9 +84,15 @@ class ImageFolder(PercentErrorTask):
     num_outputs = 10  # set from the class folders on load
     paper: dict[str, float] = {}  # not in the paper's table
 
-    def __init__(self, val_frac: float = 0.1, split_seed: int = 0, mean=MEAN, std=STD):
+    def __init__(self, val_frac: float = 0.1, split_seed: int = 0, mean=MEAN, std=STD, crop_pad: int = 0):
         self.val_frac, self.split_seed = val_frac, split_seed
         self.mean, self.std = tuple(mean), tuple(std)
+        if crop_pad < 0:
+            raise ConfigError(f"task.crop_pad must be a number of pixels >= 0 (0: no augmentation), got {crop_pad}")
+        self.crop_pad = crop_pad
+
+    def augment(self, x):
+        return crop_and_flip(x, self.crop_pad) if self.crop_pad else x
 
     def load_arrays(self, root: Path, download: bool):
         train_paths, train_y, classes = list_images(root / "train")

@@ -1,10 +1,12 @@
 """Pieces shared by the tasks scored as a 0-1 error in percent (CIFAR-100, Spherical,
-NinaPro, image folders): the error, per-channel normalisation of 8-bit images, and a
-validation split carved from train when the published files have none.
+NinaPro, image folders): the error, per-channel normalisation of 8-bit images, the
+standard crop-and-flip augmentation, and a validation split carved from train when the
+published files have none.
 """
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from orca.tasks import ClassificationTask, stratified_split
 
@@ -17,6 +19,18 @@ class PercentErrorTask(ClassificationTask):
 
     def error(self, metrics):
         return 100.0 * (1.0 - metrics["accuracy"])
+
+
+def crop_and_flip(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """The standard CIFAR augmentation on a normalised batch (B, C, H, W): each image padded
+    by `pad` zeros (the channel mean after normalisation) on every side, cropped back to H x W
+    at a random offset, and mirrored left-right with probability 1/2."""
+    b, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    top, left = torch.randint(0, 2 * pad + 1, (2, b)).tolist()
+    crops = torch.stack([padded[i, :, t : t + h, l : l + w] for i, (t, l) in enumerate(zip(top, left))])
+    flip = torch.rand(b, device=x.device) < 0.5
+    return torch.where(flip[:, None, None, None], crops.flip(-1), crops)
 
 
 def normalise(images: np.ndarray, mean, std) -> np.ndarray:

@@ -104,3 +104,47 @@ def test_error_is_percent_zero_one_error_and_no_paper_column():
     metrics.update(torch.eye(10)[[1, 2, 3, 4]], torch.tensor([1, 2, 0, 0]))  # 2 of 4 right
     assert task.error({k: float(v) for k, v in metrics.compute().items()}) == pytest.approx(50.0)
     assert task.paper == {}
+
+
+def test_crop_and_flip_gives_shifted_or_mirrored_copies_of_each_image():
+    from tasks.images import crop_and_flip
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 3, 6, 6)
+    out = crop_and_flip(x, pad=2)
+    assert out.shape == x.shape
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    flips = 0
+    for i in range(len(x)):  # each output is one of the 5 x 5 crops of its padded image, or its mirror
+        crops = [padded[i, :, t : t + 6, l : l + 6] for t in range(5) for l in range(5)]
+        same = any(torch.equal(out[i], c) for c in crops)
+        mirrored = any(torch.equal(out[i], c.flip(-1)) for c in crops)
+        assert same or mirrored
+        flips += mirrored and not same
+    assert 10 < flips < 54  # about half are mirrored
+    assert not torch.equal(out, x)
+
+
+def test_only_training_batches_are_augmented(root, make_cfg):
+    from orca.pipeline import train
+
+    task = create_task("cifar10", crop_pad=4)
+    x = torch.randn(8, 3, 32, 32)
+    assert not torch.equal(task.augment(x), x)
+    assert torch.equal(create_task("cifar10").augment(x), x)  # crop_pad=0: none
+    with pytest.raises(ConfigError, match="crop_pad"):
+        create_task("cifar10", crop_pad=-1)
+    seen = []
+    original = tasks.cifar10.ImageFolder.augment
+
+    def spy(self, batch):
+        seen.append(batch.shape[0])
+        return original(self, batch)
+
+    tasks.cifar10.ImageFolder.augment = spy
+    try:
+        train(make_cfg("task=cifar10", f"data.root={root}", "data.download=false", "body=tiny-random",
+                       "budget=smoke", "task.crop_pad=4", "task.val_frac=0.2", "method=finetune"))
+    finally:
+        tasks.cifar10.ImageFolder.augment = original
+    assert seen and set(seen) == {8}  # 24 training images in batches of 8, never the 6 val or 9 test images
