@@ -49,18 +49,21 @@ def check_input_shape(embedder: str, input_shape, ndims: tuple[int, ...], exampl
     return shape
 
 
-def conv_stem(channels: int, widths, ndim: int) -> tuple[nn.Module, int]:
+def conv_stem(channels: int, widths, ndim: int, kernel: int = 3) -> tuple[nn.Module, int]:
     """Early convolutions before the patch projection (Xiao et al. 2021, "Early convolutions
-    help transformers see better"): for each width w, a 3-wide stride-2 convolution to w
-    channels, GroupNorm(1, w) (no batch statistics, so alignment's class batches change
+    help transformers see better"): for each width w, a `kernel`-wide stride-2 convolution to
+    w channels, GroupNorm(1, w) (no batch statistics, so alignment's class batches change
     nothing) and GELU. Each layer halves every side, rounding up. Returns the stem (identity
     for no widths) and its output channels."""
+    if kernel < 1 or kernel % 2 == 0:
+        raise ConfigError(f"embedder.stem_kernel must be an odd positive width (3, 5, 7, ...), got {kernel}")
     conv = nn.Conv1d if ndim == 1 else nn.Conv2d
     layers: list[nn.Module] = []
     for width in widths or ():
         if width < 1:
             raise ConfigError(f"embedder.stem widths must be positive channel counts, got {list(widths)}")
-        layers += [conv(channels, width, kernel_size=3, stride=2, padding=1), nn.GroupNorm(1, width), nn.GELU()]
+        layers += [conv(channels, width, kernel_size=kernel, stride=2, padding=kernel // 2), nn.GroupNorm(1, width),
+                   nn.GELU()]
         channels = width
     return nn.Sequential(*layers), channels
 
@@ -103,14 +106,14 @@ class Conv1dEmbedder(Embedder):
 
     s is `patch_size`, or else the smallest stride dividing L with L / s <= target_len (ECG
     1000 -> 50 tokens with target 64, DeepSEA 1000 -> 500 with 512, Satellite 46 -> 46).
-    `stem` (channel widths, default none) puts early convolutions first (:func:`conv_stem`);
-    the stride rule then applies to the stem's output length.
+    `stem` (channel widths, default none) puts early convolutions first (:func:`conv_stem`,
+    `stem_kernel` wide); the stride rule then applies to the stem's output length.
     """
 
     def __init__(self, input_shape, body: Body, target_len: int = 512, patch_size: int | None = None,
-                 stem: list[int] | None = None):
+                 stem: list[int] | None = None, stem_kernel: int = 3):
         channels, length = check_input_shape("conv1d", input_shape, (2,), "(C, L)")
-        stem_layers, channels = conv_stem(channels, stem, ndim=1)
+        stem_layers, channels = conv_stem(channels, stem, ndim=1, kernel=stem_kernel)
         length = after_stem(length, stem)
         stride = patch_size or smallest_stride(length, target_len)
         if length % stride:
@@ -132,14 +135,15 @@ class Patch2dEmbedder(Embedder):
     Conv2d(C, D, p, stride p) -> (B, HW/p^2, D) -> LayerNorm -> + positions.
 
     p is `patch_size`, or else the smallest patch giving at most target_len tokens. `stem`
-    (channel widths, default none) puts early convolutions first (:func:`conv_stem`); the
-    patch then divides the stem's output (CIFAR's 32x32 -> 8x8 after stem=[32, 64]).
+    (channel widths, default none) puts early convolutions first (:func:`conv_stem`,
+    `stem_kernel` wide); the patch then divides the stem's output (CIFAR's 32x32 -> 8x8 after
+    stem=[32, 64]).
     """
 
     def __init__(self, input_shape, body: Body, target_len: int = 64, patch_size: int | None = None,
-                 stem: list[int] | None = None):
+                 stem: list[int] | None = None, stem_kernel: int = 3):
         channels, height, width = check_input_shape("patch2d", input_shape, (3,), "(C, H, W)")
-        stem_layers, channels = conv_stem(channels, stem, ndim=2)
+        stem_layers, channels = conv_stem(channels, stem, ndim=2, kernel=stem_kernel)
         height, width = after_stem(height, stem), after_stem(width, stem)
         p = patch_size or smallest_patch(height, width, target_len)
         if height % p or width % p:

@@ -296,9 +296,11 @@ def _run_transformer(cfg: DictConfig, task: Task, splits, method: MethodConfig, 
         loaded = load_body(cfg.body.name, cfg.body.path, pretrained=method.pretrained)
         embedder_name = choose_embedder(cfg.embedder.name, method)
         embedder_options = node_options(cfg.embedder)
-        if embedder_options.get("stem") and not takes_stem(embedder_name):  # FPT's linear patch, a vision body's own
-            log.info("embedder %r has no convolutional stem: embedder.stem=%s is not used", embedder_name,
-                     embedder_options.pop("stem"))
+        if not takes_stem(embedder_name):  # FPT's linear patch, a vision body's own
+            unused = {key: embedder_options.pop(key) for key in ("stem", "stem_kernel") if key in embedder_options}
+            if unused.get("stem"):
+                log.info("embedder %r has no convolutional stem: embedder.stem=%s is not used", embedder_name,
+                         unused["stem"])
         head_options = node_options(cfg.head)
         if method.head_pool and "pool" in head_options:
             head_options["pool"] = method.head_pool

@@ -1,13 +1,18 @@
-"""Command line: predictions of a finished run, and its export.
+"""Command line: predictions of a finished run, its scores, and its export.
 
     python -m orca.predict run=RUN_DIR input=FILE.npy [output=OUT.npy] [batch_size=128]
+    python -m orca.predict run=RUN_DIR score=val [task.OPTION=VALUE ...] [data.root=PATH]
     python -m orca.predict run=RUN_DIR export=FOLDER
 
 `input` holds samples in the task's input layout as the task loads them, (n, *input_shape)
 float (or one sample, input_shape); the run's record gives the shape. The output (default
 ``RUN_DIR/predictions/<input name>.npy``, never written over) holds class probabilities
 (n, K), label scores (n, K), or fields (n, H, W). On the test split's inputs it reproduces
-the run's own ``predictions/test.npy``. `export` writes the selected model as safetensors
+the run's own ``predictions/test.npy``. `score` computes the task's metrics of the selected
+model over a whole split (train, val or test), without the budget's caps, with the task
+built as the run built it except for the `task.` options given (e.g. ``task.eval_stride=null``
+scores ECG on windows cut as the reference code cuts them); it prints them and writes
+nothing. `data.root` points at the data if the run's own path no longer does. `export` writes the selected model as safetensors
 plus its architecture, loadable with ``orca.export.load_model(FOLDER)`` (orca/export.py).
 """
 from __future__ import annotations
@@ -17,20 +22,20 @@ from pathlib import Path
 
 from orca.errors import ConfigError, OrcaError
 
-KEYS = ("run", "input", "output", "export", "batch_size")
+KEYS = ("run", "input", "output", "score", "export", "batch_size", "data.root")
 
 
 def parse(argv: list[str]) -> dict[str, str]:
     args = {}
     for arg in argv:
         key, sep, value = arg.partition("=")
-        if not sep or key not in KEYS:
-            raise ConfigError(f"cannot read {arg!r}: give key=value with keys {', '.join(KEYS)}, e.g. "
-                              "python -m orca.predict run=RUN_DIR input=FILE.npy")
+        if not sep or not (key in KEYS or key.startswith("task.") and len(key) > 5):
+            raise ConfigError(f"cannot read {arg!r}: give key=value with keys {', '.join(KEYS)} or task.OPTION, "
+                              "e.g. python -m orca.predict run=RUN_DIR input=FILE.npy")
         args[key] = value
-    if "run" not in args or not ({"input", "export"} & args.keys()):
+    if "run" not in args or not ({"input", "score", "export"} & args.keys()):
         raise ConfigError("name a run folder and what to do with it: run=RUN_DIR input=FILE.npy, "
-                          "or run=RUN_DIR export=FOLDER")
+                          "run=RUN_DIR score=val, or run=RUN_DIR export=FOLDER")
     return args
 
 
@@ -66,6 +71,38 @@ def predict(model, x, output_kind: str, batch_size: int = 128):
     return torch.cat(out).float().numpy()
 
 
+def score(run_dir: str | Path, split: str, task_options: dict | None = None, data_root: str | None = None,
+          batch_size: int = 128) -> dict[str, float]:
+    """The task's metrics and `error` of the run's selected model over the whole `split`, the
+    task built with the run's options updated by `task_options`."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from orca.export import load_run
+    from orca.tasks import SPLITS, create_task
+
+    if split not in SPLITS:
+        raise ConfigError(f"score={split}: choose one of the splits {', '.join(SPLITS)}")
+    model, record = load_run(run_dir)
+    recorded = record["config"]
+    options = {k: v for k, v in recorded["task"].items() if k != "name"} | (task_options or {})
+    task = create_task(recorded["task"]["name"], **options)
+    dataset = getattr(task.load(data_root or recorded["data"]["root"], download=False), split)
+    metrics = task.metrics()
+    with torch.no_grad():
+        for x, y, *rest in DataLoader(dataset, batch_size=batch_size):
+            metrics.update(model(x), y, **task.extras(rest))
+    values = {name: float(value) for name, value in metrics.compute().items()}
+    return {**values, "error": task.error(values), "samples": len(dataset)}
+
+
+def _batch_size(args: dict[str, str]) -> int:
+    try:
+        return max(1, int(args.get("batch_size", 128)))
+    except ValueError:
+        raise ConfigError(f"batch_size={args['batch_size']}: give a positive integer") from None
+
+
 def run(args: dict[str, str]) -> list[str]:
     """Do what the arguments ask; return what was written, one line each."""
     import numpy as np
@@ -78,17 +115,22 @@ def run(args: dict[str, str]) -> list[str]:
         output = Path(args.get("output") or run_dir / "predictions" / f"{source.stem}.npy")
         if output.exists():
             raise ConfigError(f"{output} exists and is not written over; choose another output=")
-        try:
-            batch_size = int(args.get("batch_size", 128))
-        except ValueError:
-            raise ConfigError(f"batch_size={args['batch_size']}: give a positive integer") from None
         model, record = load_run(run_dir)
         arch = record["model"]
-        y = predict(model, read_inputs(source, tuple(arch["input_shape"])), arch["output_kind"], max(1, batch_size))
+        y = predict(model, read_inputs(source, tuple(arch["input_shape"])), arch["output_kind"], _batch_size(args))
         output.parent.mkdir(parents=True, exist_ok=True)
         np.save(output, y)
         what = {"classes": "class probabilities", "multilabel": "label scores"}.get(arch["output_kind"], "fields")
         done.append(f"wrote {what} {tuple(y.shape)} to {output}")
+    if "score" in args:
+        import yaml
+
+        options = {key.removeprefix("task."): yaml.safe_load(value) for key, value in args.items()
+                   if key.startswith("task.")}
+        values = score(run_dir, args["score"], options, args.get("data.root"), _batch_size(args))
+        given = "".join(f" {key}={value}" for key, value in args.items() if key.startswith("task."))
+        done.append(f"{args['score']} split ({values.pop('samples')} samples{given}): "
+                    + ", ".join(f"{name} {value:.4f}" for name, value in values.items()))
     if "export" in args:
         done.append(f"exported the model to {export_run(run_dir, args['export'])} "
                     "(load it with orca.export.load_model)")

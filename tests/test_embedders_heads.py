@@ -36,15 +36,17 @@ def test_patch_embedders_shapes(body, name, shape, tokens):
     assert emb(torch.randn(2, *shape)).shape == (2, tokens, body.hidden_size)
 
 
-@pytest.mark.parametrize("name,shape,stem,grid", [
-    ("patch2d", (3, 32, 32), [8, 16], (2, 2)),  # 32x32 -> 16x16 -> 8x8, patches of 4x4
-    ("conv1d", (1, 1000), [8], (50,)),           # 1000 -> 500, stride 10
-    ("conv1d", (1, 46), [8], (23,)),             # an odd side rounds up: 46 -> 23, stride 1
+@pytest.mark.parametrize("name,shape,stem,kernel,grid", [
+    ("patch2d", (3, 32, 32), [8, 16], 3, (2, 2)),  # 32x32 -> 16x16 -> 8x8, patches of 4x4
+    ("conv1d", (1, 1000), [8], 3, (50,)),           # 1000 -> 500, stride 10
+    ("conv1d", (1, 1000), [8, 8], 9, (50,)),        # wider kernels halve the same: 1000 -> 250, stride 5
+    ("conv1d", (1, 46), [8], 3, (23,)),             # an odd side rounds up: 46 -> 23, stride 1
 ])
-def test_conv_stem_runs_before_the_patch_projection(body, name, shape, stem, grid):
-    emb = create_embedder(name, shape, body, target_len=4 if name == "patch2d" else 64, stem=stem)
+def test_conv_stem_runs_before_the_patch_projection(body, name, shape, stem, kernel, grid):
+    emb = create_embedder(name, shape, body, target_len=4 if name == "patch2d" else 64, stem=stem,
+                          stem_kernel=kernel)
     assert emb.grid == grid and len(emb.stem) == 3 * len(stem)
-    assert emb.conv.in_channels == stem[-1]
+    assert emb.stem[0].kernel_size[0] == kernel and emb.conv.in_channels == stem[-1]
     x = torch.randn(2, *shape, requires_grad=True)
     out = emb(x)
     assert out.shape == (2, math.prod(grid), body.hidden_size)
@@ -57,6 +59,8 @@ def test_conv_stem_refuses_bad_widths(body):
         create_embedder("patch2d", (3, 32, 32), body, target_len=4, stem=[16, 0])
     with pytest.raises(ConfigError, match="after the stem"):
         create_embedder("patch2d", (3, 32, 32), body, patch_size=3, stem=[8])
+    with pytest.raises(ConfigError, match="stem_kernel must be an odd positive width"):
+        create_embedder("conv1d", (1, 1000), body, stem=[8], stem_kernel=4)
 
 
 def test_linear_patch_matches_its_definition(body):

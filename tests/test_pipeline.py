@@ -86,12 +86,12 @@ def test_baseline_methods(make_cfg, method):
 @pytest.mark.parametrize("method", ["finetune", "fpt"])
 def test_a_task_stem_is_used_by_our_embedder_and_left_out_of_fpts(make_cfg, method):
     """A tuned task may give its embedder a convolutional stem; FPT keeps its linear patch layer."""
-    record = train(make_cfg("task=digits", f"method={method}", *TINY, "+embedder.stem=[4]"))
+    record = train(make_cfg("task=digits", f"method={method}", *TINY, "+embedder.stem=[4]", "+embedder.stem_kernel=5"))
     stem = torch.load(record["checkpoint"], weights_only=True)["state_dict"].get("model.embedder.stem.0.weight")
     if method == "fpt":
         assert record["finetune"]["embedder"] == "linear_patch" and stem is None
     else:
-        assert record["finetune"]["embedder"] == "patch2d" and stem.shape == (4, 1, 3, 3)
+        assert record["finetune"]["embedder"] == "patch2d" and stem.shape == (4, 1, 5, 5)
         assert record["finetune"]["token_grid"] == [2, 2]  # 8x8 -> 4x4 after the stem -> 2x2 patches
 
 

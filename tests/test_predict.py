@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from orca.export import export_run, load_model
+from orca.errors import ConfigError
+from orca.export import export_run, load_model, load_run
+from orca.predict import score
 from orca.pipeline import train
 from orca.tasks import create_task
 
@@ -79,4 +81,27 @@ def test_bad_predict_input_is_one_line_and_writes_nothing(finished, tmp_path):
     proc = predict_cli(f"run={tmp_path}", f"input={tmp / 'test_inputs.npy'}")
     assert proc.returncode == 2 and "no finished run" in proc.stderr
     proc = predict_cli(f"run={tmp / 'run'}", "inputs=x.npy")
-    assert proc.returncode == 2 and "keys run, input, output, export, batch_size" in proc.stderr
+    assert proc.returncode == 2 and "keys run, input, output, score, export, batch_size, data.root or task.OPTION" \
+        in proc.stderr
+
+
+def test_score_rates_the_selected_model_on_a_whole_split(finished):
+    """score=val uses the whole validation split (the smoke budget validated on 64 samples),
+    and task options rebuild the split: a larger val_frac gives a larger split."""
+    tmp, record = finished
+    cfg = record["config"]
+    assert record["data_sizes"]["val"] == 64
+    val = create_task("digits").load(cfg["data"]["root"]).val
+    model, _ = load_run(tmp / "run")
+    with torch.no_grad():
+        accuracy = (model(val.tensors[0]).argmax(1) == val.tensors[1]).float().mean().item()
+    proc = predict_cli(f"run={tmp / 'run'}", "score=val")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"val split ({len(val)} samples): accuracy {accuracy:.4f}" in proc.stdout and len(val) > 64
+    assert float(proc.stdout.split("error ")[1]) == pytest.approx(100 * (1 - accuracy), abs=1e-3)  # in percent
+    wider = score(tmp / "run", "val", {"val_frac": 0.3})
+    assert wider["samples"] == len(create_task("digits", val_frac=0.3).load(cfg["data"]["root"]).val) > len(val)
+    with pytest.raises(ConfigError, match="choose one of the splits train, val, test"):
+        score(tmp / "run", "valid")
+    with pytest.raises(ConfigError, match="takes no option bogus"):
+        score(tmp / "run", "val", {"bogus": 1})
