@@ -219,7 +219,10 @@ def run_finetune(cfg: DictConfig, task: Task, splits, model: OrcaModel, run_dir:
         raise ConfigError(f"finetune.batch_size={f.batch_size} does not split over {trainer.world_size} processes; "
                           f"make it a multiple of {trainer.world_size}")
     order.shard(trainer.global_rank, trainer.world_size)  # DDP: each process its share of each batch
-    train = DataLoader(splits.train, batch_size=f.batch_size // trainer.world_size, sampler=order)
+    # A loader draws a seed from its generator each time it starts a pass; its own generator
+    # keeps torch's global one (augmentation, dropout) where ExactResume restored it.
+    train = DataLoader(splits.train, batch_size=f.batch_size // trainer.world_size, sampler=order,
+                       generator=torch.Generator().manual_seed(cfg.seed))
     last = ckpt_dir / "last.ckpt"
     with timer.stage("finetune"):
         t0 = time.perf_counter()

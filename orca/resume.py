@@ -6,8 +6,10 @@ leaves to us:
 
 - the data order: :class:`EpochSampler` draws each epoch's order from (seed, epoch) alone,
   and after a resume skips the batches the interrupted run had trained on;
-- the random state of dropout: :class:`ExactResume` saves the torch generator's state with
-  every checkpoint and restores it with the checkpoint.
+- the random state of dropout and of a task's augmentation (``Task.augment``):
+  :class:`ExactResume` saves the torch generator's state with every checkpoint and restores
+  it with the checkpoint. The training loader has its own generator, so that starting its
+  pass again after a resume draws nothing from torch's.
 
 The align stage needs neither: it is restarted from its beginning with the same seed (its
 checkpoint is written when it ends), and the pipeline reseeds before each stage.
