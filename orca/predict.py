@@ -10,10 +10,11 @@ float (or one sample, input_shape); the run's record gives the shape. The output
 (n, K), label scores (n, K), or fields (n, H, W). On the test split's inputs it reproduces
 the run's own ``predictions/test.npy``. `score` computes the task's metrics of the selected
 model over a whole split (train, val or test), without the budget's caps, with the task
-built as the run built it except for the `task.` options given (e.g. ``task.eval_stride=null``
+built as the run built it except for the `task.` options given (``task.eval_stride=null``
 scores ECG on windows cut as the reference code cuts them); it prints them and writes
-nothing. `data.root` points at the data if the run's own path no longer does. `export` writes the selected model as safetensors
-plus its architecture, loadable with ``orca.export.load_model(FOLDER)`` (orca/export.py).
+nothing (``data.root=`` if the data has moved). `export` writes the selected model as
+safetensors plus its architecture, loadable with ``orca.export.load_model(FOLDER)``
+(orca/export.py).
 """
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ import torch
 
 from orca.errors import ConfigError
 from orca.export import export_run, load_model, load_run
-from orca.predict import score
 from orca.pipeline import train
+from orca.predict import score
 from orca.tasks import create_task
 
 ROOT = Path(__file__).resolve().parents[1]
