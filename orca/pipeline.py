@@ -300,10 +300,9 @@ def _run_transformer(cfg: DictConfig, task: Task, splits, method: MethodConfig, 
         embedder_name = choose_embedder(cfg.embedder.name, method)
         embedder_options = node_options(cfg.embedder)
         if not takes_stem(embedder_name):  # FPT's linear patch, a vision body's own
-            unused = {key: embedder_options.pop(key) for key in ("stem", "stem_kernel") if key in embedder_options}
-            if unused.get("stem"):
-                log.info("embedder %r has no convolutional stem: embedder.stem=%s is not used", embedder_name,
-                         unused["stem"])
+            stem, _ = embedder_options.pop("stem", None), embedder_options.pop("stem_kernel", None)
+            if stem:
+                log.info("embedder %r has no convolutional stem: embedder.stem=%s is not used", embedder_name, stem)
         head_options = node_options(cfg.head)
         if method.head_pool and "pool" in head_options:
             head_options["pool"] = method.head_pool

@@ -11,10 +11,10 @@ downloaded.
 Preprocessing: ToTensor + Normalize with the CIFAR-10 mean (0.4914, 0.4822, 0.4465) and std
 (0.2470, 0.2435, 0.2616) (options `mean`, `std`). Augmentation, for fine-tuning only:
 `crop_pad` > 0 pads each training image by that many pixels, crops it back at a random
-offset and mirrors it left-right half the time (0, the default: none). Splits: the test folder is the test split;
-validation is 10% of the train folder, stratified by class with a fixed seed (option
-`split_seed`). Metric: accuracy; the error is the 0-1 error in percent. Not in the paper's
-table.
+offset and mirrors it left-right half the time (0, the default: none). Splits: the test
+folder is the test split; validation is 10% of the train folder, stratified by class with
+a fixed seed (option `split_seed`). Metric: accuracy; the error is the 0-1 error in
+percent. Not in the paper's table.
 """
 from __future__ import annotations
 
