@@ -40,18 +40,22 @@ class Body(nn.Module):
 
     Contract shared by every body: `hidden_size` (token width in), `output_size` (width
     out), `max_positions`, `position_embeddings` ((max_positions, hidden_size) table for
-    the embedder to copy, or None for bodies without absolute positions), `output_grid`
-    (where the output tokens sit), and :meth:`layer_norm_parameters`.
+    the embedder to copy, or None for bodies without absolute positions), `embedding_norm`
+    (the LayerNorm closing the model's own input embeddings, {"weight", "bias"} of shape
+    (hidden_size,) as plain tensors for the embedder to copy, or None for bodies without
+    one), `output_grid` (where the output tokens sit), and :meth:`layer_norm_parameters`.
     """
 
     def __init__(self, model: nn.Module, hidden_size: int, output_size: int, max_positions: int,
-                 position_embeddings: torch.Tensor | None):
+                 position_embeddings: torch.Tensor | None, embedding_norm: nn.LayerNorm | None = None):
         super().__init__()
         self.model = model
         self.hidden_size, self.output_size, self.max_positions = hidden_size, output_size, max_positions
         # The pretrained (or random) position table, for embedder init; not part of the body.
         self.register_buffer("position_embeddings", None if position_embeddings is None else
                              position_embeddings.detach().clone(), persistent=False)
+        self.embedding_norm = None if embedding_norm is None else {  # plain tensors, not parameters of the body
+            "weight": embedding_norm.weight.detach().clone(), "bias": embedding_norm.bias.detach().clone()}
         for module in self.modules():  # ORCA fine-tunes with dropout 0
             if isinstance(module, nn.Dropout):
                 module.p = 0.0
@@ -73,11 +77,12 @@ class Body(nn.Module):
 
 
 class TextBody(Body):
-    """A language encoder (BERT family, GPT-2) with its input embeddings bypassed."""
+    """A language encoder (BERT family, GPT-2) with its input embeddings bypassed; a BERT's
+    embedding LayerNorm is kept as `embedding_norm` (GPT-2 has none)."""
 
-    def __init__(self, model: nn.Module, position_embeddings: torch.Tensor):
+    def __init__(self, model: nn.Module, position_embeddings: torch.Tensor, embedding_norm: nn.LayerNorm | None = None):
         size = int(position_embeddings.shape[1])
-        super().__init__(model, size, size, int(position_embeddings.shape[0]), position_embeddings)
+        super().__init__(model, size, size, int(position_embeddings.shape[0]), position_embeddings, embedding_norm)
 
     def forward(self, tokens: torch.Tensor, grid: tuple[int, ...] | None = None) -> torch.Tensor:
         self.check_length(tokens)
@@ -148,11 +153,11 @@ def wrap_hf_model(model: nn.Module, key: str, tokenizer=None) -> LoadedBody:
         model.pooler = None
     if hasattr(model, "embeddings") and hasattr(model.embeddings, "position_embeddings"):
         text_embeddings = model.embeddings  # BERT family: word + position + type, LayerNorm
-        positions = text_embeddings.position_embeddings.weight
+        positions, norm = text_embeddings.position_embeddings.weight, getattr(text_embeddings, "LayerNorm", None)
         model.embeddings = _PassThrough()
     elif hasattr(model, "wte") and hasattr(model, "wpe"):  # GPT-2 family
         text_embeddings = _GPT2TextEmbeddings(model.wte, model.wpe)
-        positions = model.wpe.weight
+        positions, norm = model.wpe.weight, None
         model.wpe = _NoPositions()
     else:
         raise ConfigError(
@@ -162,7 +167,7 @@ def wrap_hf_model(model: nn.Module, key: str, tokenizer=None) -> LoadedBody:
     if getattr(model.config, "model_type", "") == "roberta":  # RoBERTa's first positions are padding slots
         positions = positions[model.config.pad_token_id + 1 :]
     text_embeddings.requires_grad_(False).eval()  # features only: frozen, no dropout
-    return LoadedBody(TextBody(model, positions), key, tokenizer, text_embeddings)
+    return LoadedBody(TextBody(model, positions, norm), key, tokenizer, text_embeddings)
 
 
 def wrap_swin_model(model: nn.Module, key: str) -> LoadedBody:

@@ -100,6 +100,10 @@ class Embedder(nn.Module):
         return tokens if self.position_embeddings is None else tokens + self.position_embeddings
 
 
+CONV1D_INITS = ("default", "orca")
+SWIN_PATCH_INITS = ("mean", "orca")
+
+
 @EMBEDDERS.register("conv1d")
 class Conv1dEmbedder(Embedder):
     """ORCA's 1D embedder: (B, C, L) -> Conv1d(C, D, s, stride s) -> LayerNorm -> + positions.
@@ -108,10 +112,20 @@ class Conv1dEmbedder(Embedder):
     1000 -> 50 tokens with target 64, DeepSEA 1000 -> 500 with 512, Satellite 46 -> 46).
     `stem` (channel widths, default none) puts early convolutions first (:func:`conv_stem`,
     `stem_kernel` wide); the stride rule then applies to the stem's output length.
+
+    `init`: "default" (PyTorch's own init of the Conv1d and LayerNorm), or "orca" (ORCA's
+    `conv_init` and `embedder_init` for a text body: Conv1d weight xavier-uniform with gain
+    sqrt(2), bias 0; LayerNorm copied from the body's embedding LayerNorm). The stem keeps
+    its default init either way.
     """
 
     def __init__(self, input_shape, body: Body, target_len: int = 512, patch_size: int | None = None,
-                 stem: list[int] | None = None, stem_kernel: int = 3):
+                 stem: list[int] | None = None, stem_kernel: int = 3, init: str = "default"):
+        if init not in CONV1D_INITS:
+            raise ConfigError(f"unknown embedder.init {init!r} for conv1d; known: {', '.join(CONV1D_INITS)}")
+        if init == "orca" and body.embedding_norm is None:
+            raise ConfigError(f"embedder.init=orca copies the body's embedding LayerNorm, and {type(body).__name__} "
+                              "has none (GPT-2, vision bodies): use embedder.init=default or a BERT-family body")
         channels, length = check_input_shape("conv1d", input_shape, (2,), "(C, L)")
         stem_layers, channels = conv_stem(channels, stem, ndim=1, kernel=stem_kernel)
         length = after_stem(length, stem)
@@ -123,6 +137,12 @@ class Conv1dEmbedder(Embedder):
         self.stem = stem_layers
         self.conv = nn.Conv1d(channels, body.hidden_size, kernel_size=stride, stride=stride)
         self.norm = nn.LayerNorm(body.hidden_size)
+        if init == "orca":
+            with torch.no_grad():
+                nn.init.xavier_uniform_(self.conv.weight, gain=math.sqrt(2))  # (D, C, s)
+                self.conv.bias.zero_()
+                self.norm.weight.copy_(body.embedding_norm["weight"])  # (D,)
+                self.norm.bias.copy_(body.embedding_norm["bias"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.conv(self.stem(x)).transpose(1, 2)  # (B, N, D)
@@ -191,12 +211,20 @@ class LinearPatchEmbedder(Embedder):
 class SwinPatchEmbedder(Embedder):
     """ORCA's 2D embedder for a vision body: resize (B, C, H, W) to the body's image size
     (224 for Swin), Conv2d(C, D, 4, stride 4) -> (B, 56*56, D), LayerNorm; the convolution
-    and norm start from the body's own patch projection: the mean of its RGB filters,
-    repeated over the task's C channels and scaled by 3 / C, so that a grey image (every
-    channel equal) embeds exactly as the same grey image in RGB."""
+    and norm start from the body's own patch projection (when the patch is the body's): its
+    bias and LayerNorm copied, and its RGB filters (D, 3, p, p) made into C-channel filters
+    by `init`:
+
+    - "mean": the mean of the RGB filters, repeated over the C channels and scaled by 3 / C,
+      so that a grey image (every channel equal) embeds exactly as the same grey image in RGB;
+    - "orca": ORCA's `embedder_init`: the RGB filters repeated along the channel axis and cut
+      to C (C = 1: the R filter; C = 5: R, G, B, R, G).
+    """
 
     def __init__(self, input_shape, body: Body, image_size: int | None = None, target_len: int | None = None,
-                 patch_size: int | None = None):
+                 patch_size: int | None = None, init: str = "mean"):
+        if init not in SWIN_PATCH_INITS:
+            raise ConfigError(f"unknown embedder.init {init!r} for swin_patch; known: {', '.join(SWIN_PATCH_INITS)}")
         channels, _, _ = check_input_shape("swin_patch", input_shape, (3,), "(C, H, W)")
         stem = getattr(body, "patch_stem", None)
         if stem is None:
@@ -212,7 +240,11 @@ class SwinPatchEmbedder(Embedder):
         if p == stem["weight"].shape[-1]:
             with torch.no_grad():
                 rgb = stem["weight"]  # (D, 3, p, p)
-                self.conv.weight.copy_(rgb.mean(1, keepdim=True).expand(-1, channels, -1, -1) * rgb.shape[1] / channels)
+                if init == "mean":
+                    weight = rgb.mean(1, keepdim=True).expand(-1, channels, -1, -1) * rgb.shape[1] / channels
+                else:
+                    weight = rgb.repeat(1, channels // rgb.shape[1] + 1, 1, 1)[:, :channels]
+                self.conv.weight.copy_(weight)  # (D, C, p, p)
                 self.conv.bias.copy_(stem["bias"])
                 self.norm.weight.copy_(stem["norm_weight"])
                 self.norm.bias.copy_(stem["norm_bias"])

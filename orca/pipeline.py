@@ -10,6 +10,7 @@ same folder skips the stages that finished. A folder that holds a finished run's
 """
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import re
@@ -29,22 +30,25 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from orca.adapters import add_lora, lora_options
-from orca.align.sources import load_source
+from orca.align.sources import choose_source, load_source
 from orca.bodies import load_body
 from orca.budget import StepPlan, calibrate, fixed_plan, plan_steps
 from orca.classical import fit_classical
-from orca.embedders import takes_stem
 from orca.errors import ConfigError
 from orca.methods import MethodConfig
 from orca.model import OrcaModel, architecture, build_model
 from orca.preflight import check_run_folder
 from orca.record import StageTimer, package_versions, peak_rss_mb, summary, write_record
-from orca.registry import DISTANCES, EMBEDDERS, import_plugin
+from orca.registry import DISTANCES, EMBEDDERS, HEADS, import_plugin
 from orca.resume import EpochSampler, ExactResume, SaveTimes
-from orca.stages import AlignStage, ClassBatchSampler, FinetuneStage, LinearProbeFirst
+from orca.stages import LOOPS, AlignStage, ClassBatchSampler, FinetuneStage, LinearProbeFirst, OrcaLoop
 from orca.tasks import Task, create_task, inputs_of, labels_of
 
 log = logging.getLogger(__name__)
+
+
+SELECT_ON = ("val", "test")  # protocol.select_on
+REFERENCE_LABEL = "reference protocol: selected on test, as ORCA's code does"
 
 
 def node_options(node: DictConfig, drop: tuple[str, ...] = ("name",)) -> dict:
@@ -94,11 +98,7 @@ def run_align(cfg: DictConfig, task: Task, train, loaded, embedder, run_dir: Pat
         log.info("align stage already done (%s): skipped", ckpt)
         return state["record"]
     distance_type = DISTANCES.get(a.distance)  # an unknown name fails before any work
-    source = a.source
-    if source == "auto":  # what the body was pretrained on; a folder given on the command line wins
-        images = loaded.image_embeddings is not None
-        source = ("image-folder" if a.source_root else "cifar10") if images else (
-            "conll2003" if a.source_root else "pydoc-topics")
+    source = choose_source(a.source, a.source_root, a.text_fallback, images=loaded.image_embeddings is not None)
     with timer.stage("source"):  # the same source sample (seed 0) for every run: cached once
         xs, ys, description = load_source(source, loaded, a.source_samples, a.seq_len, a.source_root,
                                           seed=0, cache_dir=cfg.paths.cache_dir, download=cfg.data.download)
@@ -121,9 +121,10 @@ def run_align(cfg: DictConfig, task: Task, train, loaded, embedder, run_dir: Pat
         log.info("OTDD before alignment: %.4g", before)
         embedder.train()
         weights = torch.bincount(labels).float() / len(labels)
-        module = AlignStage(embedder, distance, weights, lr=a.lr, milestones=a.milestones, gamma=a.gamma)
-        loader = DataLoader(_WithLabels(train, labels),
-                            batch_sampler=ClassBatchSampler(labels, a.per_class, a.steps, seed=cfg.seed))
+        module = AlignStage(embedder, distance, weights, lr=a.lr, milestones=a.milestones, gamma=a.gamma,
+                            optimizer=node_options(a.optimizer, drop=()) if a.optimizer else None, schedule=a.schedule)
+        sampler = ClassBatchSampler(labels, a.per_class, a.steps, seed=cfg.seed, batch=a.per_class_batch)
+        loader = DataLoader(_WithLabels(train, labels), batch_sampler=sampler)
         if a.steps > 0:  # align.steps=0: the ablation's unaligned embedder, measured the same way
             _trainer(cfg, run_dir, "align", max_steps=a.steps, enable_checkpointing=False,
                      callbacks=[SaveTimes(timer.save)]).fit(module, loader)
@@ -132,6 +133,7 @@ def run_align(cfg: DictConfig, task: Task, train, loaded, embedder, run_dir: Pat
     seconds = module.distance_seconds  # the distance's share of each step (all classes)
     record = {"distance": a.distance, "reported": "otdd", "before": before, "after": after, "source": description,
               "eval_samples": len(t_idx), "eval_source_samples": len(s_idx), "steps": len(seconds),
+              "per_class": sampler.per_class,
               "classes": len(weights), "distance_s_per_step": round(statistics.median(seconds), 4) if seconds else None}
     if _rank_zero():
         ckpt.parent.mkdir(parents=True, exist_ok=True)
@@ -194,6 +196,9 @@ def run_finetune(cfg: DictConfig, task: Task, splits, model: OrcaModel, run_dir:
     order = EpochSampler(len(splits.train), f.batch_size, seed=cfg.seed)  # resumable: orca/resume.py
     val = DataLoader(splits.val, batch_size=f.eval_batch_size)  # every process sees whole splits: exact metrics
     test = DataLoader(splits.test, batch_size=f.eval_batch_size)
+    if f.loop not in LOOPS:
+        raise ConfigError(f"finetune.loop={f.loop!r}; known: {', '.join(LOOPS)}")
+    lightning_loop = f.loop == "lightning"  # else ORCA's: it accumulates and clips itself (OrcaLoop)
     module = FinetuneStage(model, task, optimizer=f.optimizer, warmup_frac=f.warmup_frac, new_lr=f.new_lr,
                            unfreezes_body=probe_frac > 0, adapter_lr=adapter_lr)
     ckpt_dir = run_dir / "checkpoints" / "finetune"
@@ -210,15 +215,18 @@ def run_finetune(cfg: DictConfig, task: Task, splits, model: OrcaModel, run_dir:
                         val_check_interval=plan.val_every * f.accumulate_grad_batches)
         if plan.seconds_left is not None and f.stop_on_time:  # if this machine turns slower than calibrated
             schedule["max_time"] = timedelta(seconds=max(1.0, cfg.budget_s - timer.elapsed() - 10))
-    resume = ExactResume(order, f.accumulate_grad_batches)
+    resume = ExactResume(order)
     callbacks = [best, resume, SaveTimes(timer.save)] + ([LinearProbeFirst(model.body, probe_frac)] if probe_frac else [])
     trainer = _trainer(cfg, run_dir, "finetune", callbacks=callbacks,
-                       accumulate_grad_batches=f.accumulate_grad_batches, gradient_clip_val=f.gradient_clip_val,
-                       **schedule)
+                       accumulate_grad_batches=f.accumulate_grad_batches if lightning_loop else 1,
+                       gradient_clip_val=f.gradient_clip_val if lightning_loop else None, **schedule)
     if f.batch_size % trainer.world_size:
         raise ConfigError(f"finetune.batch_size={f.batch_size} does not split over {trainer.world_size} processes; "
                           f"make it a multiple of {trainer.world_size}")
     order.shard(trainer.global_rank, trainer.world_size)  # DDP: each process its share of each batch
+    if not lightning_loop:
+        module.use_loop(OrcaLoop(f.accumulate_grad_batches, order.batches_per_epoch(), f.warmup_epochs,
+                                 f.decay_epochs, clip=f.gradient_clip_val))
     # A loader draws a seed from its generator each time it starts a pass; its own generator
     # keeps torch's global one (augmentation, dropout) where ExactResume restored it.
     train = DataLoader(splits.train, batch_size=f.batch_size // trainer.world_size, sampler=order,
@@ -262,12 +270,17 @@ def check_output_shape(task: Task, model: OrcaModel, train) -> None:
                           f"needs {expected}; check head.name (pooled for classes and labels, dense for fields)")
 
 
-def choose_embedder(configured: str, method: MethodConfig) -> str:
+def choose_embedder(configured: str, method: MethodConfig, vision_body: bool = False) -> str:
     """The configured embedder (the task's, a body's or the user's), or the method's own (FPT's
     linear patch layer) in place of one of ours. An embedder named on the command line, or
     brought by a plugin, is never replaced: it may do work the method's would skip (a
-    spectrogram, say), so the method uses it, and the log says so."""
+    spectrogram, say), so the method uses it, and the log says so. Nor is a vision body's
+    own (a Swin needs its 56 x 56 patch grid, which a linear patch layer cannot give)."""
     if not method.embedder or method.embedder == configured:
+        return configured
+    if vision_body:
+        log.warning("method %s keeps the vision body's embedder %r in place of its own %r", method.name,
+                    configured, method.embedder)
         return configured
     if _named_on_command_line("embedder") or not EMBEDDERS.is_builtin(configured):
         log.warning("method %s uses embedder %r (named on the command line or brought by a plugin) in place of "
@@ -290,6 +303,43 @@ def _unprefix(metrics: dict, prefix: str) -> dict[str, float]:
     return {k.removeprefix(prefix): float(v) for k, v in metrics.items()}
 
 
+# Options that a budget, protocol or tuned recipe sets for every embedder or head, and that
+# only some take: one that does not take it gets the rest (conv1d and patch2d have a stem;
+# conv1d and swin_patch an `init`; the dense head a `decoder`).
+SHARED_OPTIONS = {"embedder": ("stem", "stem_kernel", "init"), "head": ("decoder", "upsample")}
+
+
+def _options_for(factory, options: dict, kind: str, name: str) -> dict:
+    """`options` less the SHARED_OPTIONS of `kind` that `factory` does not take (logged if set)
+    and those left null (the component's own default)."""
+    takes = inspect.signature(factory).parameters
+    kept = dict(options)
+    for key in SHARED_OPTIONS[kind]:
+        if key in kept and (key not in takes or kept[key] is None):
+            value = kept.pop(key)
+            if value is not None:
+                log.info("%s %r has no option %r: %s.%s=%s is not used", kind, name, key, kind, key, value)
+    return kept
+
+
+def model_architecture(cfg: DictConfig, task: Task, loaded, method: MethodConfig) -> tuple[str, dict]:
+    """The embedder's name and the model's architecture (orca/model.py) that this config
+    builds around `loaded`: the task's (or the method's) embedder with its options, and the
+    head. ORCA's dense decoder (head.decoder=pixel_shuffle) upsamples by the body's own
+    encoder stride where it has one (Swin: 32, as SwinForMaskedImageModeling)."""
+    embedder_name = choose_embedder(cfg.embedder.name, method, vision_body=loaded.image_embeddings is not None)
+    embedder_options = _options_for(EMBEDDERS.get(embedder_name), node_options(cfg.embedder), "embedder",
+                                    embedder_name)
+    head_options = _options_for(HEADS.get(cfg.head.name), node_options(cfg.head), "head", cfg.head.name)
+    if method.head_pool and "pool" in head_options:
+        head_options["pool"] = method.head_pool
+    if head_options.get("decoder") == "pixel_shuffle" and head_options.get("upsample") is None:
+        stride = getattr(loaded.body.model.config, "encoder_stride", None)
+        if stride:
+            head_options["upsample"] = int(stride)
+    return embedder_name, architecture(task, loaded, (embedder_name, embedder_options), (cfg.head.name, head_options))
+
+
 def _run_transformer(cfg: DictConfig, task: Task, splits, method: MethodConfig, run_dir: Path,
                      timer: StageTimer) -> dict:
     """Stages 1-3 for embedder -> body -> head; returns the record's parts: val and test
@@ -297,16 +347,7 @@ def _run_transformer(cfg: DictConfig, task: Task, splits, method: MethodConfig, 
     the model's architecture."""
     with timer.stage("embed"):  # stage 1: build embedder, body, head
         loaded = load_body(cfg.body.name, cfg.body.path, pretrained=method.pretrained)
-        embedder_name = choose_embedder(cfg.embedder.name, method)
-        embedder_options = node_options(cfg.embedder)
-        if not takes_stem(embedder_name):  # FPT's linear patch, a vision body's own
-            stem, _ = embedder_options.pop("stem", None), embedder_options.pop("stem_kernel", None)
-            if stem:
-                log.info("embedder %r has no convolutional stem: embedder.stem=%s is not used", embedder_name, stem)
-        head_options = node_options(cfg.head)
-        if method.head_pool and "pool" in head_options:
-            head_options["pool"] = method.head_pool
-        arch = architecture(task, loaded, (embedder_name, embedder_options), (cfg.head.name, head_options))
+        embedder_name, arch = model_architecture(cfg, task, loaded, method)
         model = build_model(loaded, arch)
         embedder = model.embedder
         check_output_shape(task, model, splits.train)
@@ -348,6 +389,12 @@ def train(cfg: DictConfig) -> dict:
         splits = task.load(cfg.data.root, download=cfg.data.download,
                            max_samples=node_options(cfg.data.max_samples, drop=()), seed=cfg.data.subset_seed)
     log.info("task %s: %s samples (train/val/test), input %s", task.name, splits.sizes(), task.input_shape)
+    if cfg.protocol.select_on not in SELECT_ON:
+        raise ConfigError(f"protocol.select_on={cfg.protocol.select_on!r}; known: {', '.join(SELECT_ON)}")
+    if cfg.protocol.select_on == "test":
+        splits = splits.selected_on_test()
+        log.warning("%s: training on train + validation (%d samples), the model selected on test",
+                    REFERENCE_LABEL, len(splits.train))
 
     classical = method.model == "classical"
     if classical:
@@ -359,6 +406,8 @@ def train(cfg: DictConfig) -> dict:
     record = {
         "task": task.name, "method": method.name, "body": None if classical else cfg.body.name, "seed": int(cfg.seed),
         "budget": cfg.budget_name,
+        "protocol": {"name": cfg.protocol.name, "select_on": cfg.protocol.select_on,
+                     "note": REFERENCE_LABEL if cfg.protocol.select_on == "test" else None},
         "metrics": {"val": parts["val"], "test": parts["test"]},
         "error_name": task.error_name, "paper": task.paper,
         "align": parts.get("align"), "finetune": parts.get("finetune"), "classical": parts.get("classical"),

@@ -88,6 +88,8 @@ def summary(record: dict) -> str:
         ("val error (selected model)", f"{val['error']:.4g}"),
     ]
     rows += [(f"test {k}", f"{v:.4f}") for k, v in test.items() if k != "error"]
+    if (record.get("protocol") or {}).get("note"):
+        rows.append(("protocol", record["protocol"]["note"]))
     if record.get("align"):
         a = record["align"]
         rows.append((f"{a['distance']} before -> after align", f"{a['before']:.4g} -> {a['after']:.4g}"))

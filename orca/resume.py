@@ -67,26 +67,31 @@ class EpochSampler(Sampler[int]):
 
 
 class ExactResume(L.Callback):
-    """Saves the torch random state with each checkpoint and, when a checkpoint is loaded,
-    restores it and tells the sampler how many batches were trained (optimizer steps x
-    accumulation)."""
+    """Saves the torch random state and the number of training batches done with each
+    checkpoint and, when a checkpoint is loaded, restores the one and tells the sampler the
+    other (ORCA's loop, finetune.loop=orca, drops an epoch's last incomplete accumulation,
+    so optimizer steps x accumulation need not be it)."""
 
     KEY = "orca_exact_resume"
 
-    def __init__(self, sampler: EpochSampler, accumulate: int):
-        self.sampler, self.accumulate = sampler, accumulate
+    def __init__(self, sampler: EpochSampler):
+        self.sampler = sampler
         self.start_step = 0  # the step this attempt started from
+        self.batches = 0  # training batches done, over all attempts
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.start_step = trainer.global_step
 
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.batches += 1
+
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        checkpoint[self.KEY] = {"torch_rng_state": torch.get_rng_state()}
+        checkpoint[self.KEY] = {"torch_rng_state": torch.get_rng_state(), "batches": self.batches}
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        if self.KEY in checkpoint:
-            torch.set_rng_state(checkpoint[self.KEY]["torch_rng_state"])
-        self.sampler.resume_at = checkpoint["global_step"] * self.accumulate
+        state = checkpoint[self.KEY]
+        torch.set_rng_state(state["torch_rng_state"])
+        self.batches = self.sampler.resume_at = state["batches"]
 
 
 class SaveTimes(L.Callback):

@@ -4,7 +4,10 @@ Each stage gets its own Trainer (see orca/pipeline.py).
 """
 from __future__ import annotations
 
+import re
 import time
+import warnings
+from dataclasses import dataclass
 
 import lightning as L
 import numpy as np
@@ -15,6 +18,7 @@ from orca.errors import ConfigError, NonFiniteLossError
 from orca.tasks import Task, predictions
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
+LOOPS = ("lightning", "orca")  # finetune.loop
 
 
 def check_finite(loss: torch.Tensor, stage: str, step: int) -> None:
@@ -34,11 +38,15 @@ def class_losses(distance, feats: torch.Tensor, y: torch.Tensor) -> dict[int, to
 
 
 class ClassBatchSampler(Sampler[list[int]]):
-    """Each step draws up to `per_class` random indices of every class (seeded)."""
+    """Each step draws up to `per_class` random indices of every class (seeded). With
+    `batch`, ORCA's count instead (src/embedder.py: get_tgt_model): a class's shuffled
+    batches of `batch` until they hold more than `per_class` samples, i.e.
+    batch * (per_class // batch + 1) of them (PSICOV: 65 for 64 at batch 1; ECG: 132)."""
 
-    def __init__(self, labels: torch.Tensor, per_class: int, steps: int, seed: int):
+    def __init__(self, labels: torch.Tensor, per_class: int, steps: int, seed: int, batch: int | None = None):
         self.by_class = [np.flatnonzero(labels.numpy() == c) for c in torch.unique(labels).tolist()]
-        self.per_class, self.steps, self.seed = per_class, steps, seed
+        self.per_class = per_class if batch is None else batch * (per_class // batch + 1)
+        self.steps, self.seed = steps, seed
 
     def __iter__(self):
         rng = np.random.default_rng(self.seed)
@@ -49,18 +57,38 @@ class ClassBatchSampler(Sampler[list[int]]):
         return self.steps
 
 
+ALIGN_SCHEDULES = ("multistep", "orca")
+
+
+def step_decay(milestones: list[int], gamma: float, schedule: str):
+    """The align stage's learning-rate factor at step s: gamma ** (milestones passed).
+    "multistep" (torch's MultiStepLR) counts a milestone m from step m on; "orca" (ORCA's
+    StepLR lambda, src/task_configs.py: get_scheduler) from step m + 1 on."""
+    if schedule not in ALIGN_SCHEDULES:
+        raise ConfigError(f"align.schedule={schedule!r}; known: {', '.join(ALIGN_SCHEDULES)}")
+    after = 1 if schedule == "orca" else 0
+    return lambda step: gamma ** sum(step >= m + after for m in milestones)
+
+
 class AlignStage(L.LightningModule):
     """Trains only the embedder to bring mean-pooled embedded target data (with labels)
     close to the source data under `distance`: per step, one distance per target class on
     its sampled points, weighted by the class's frequency in the training split.
-    `distance_seconds` collects each step's wall-clock seconds in the distance."""
+    `distance_seconds` collects each step's wall-clock seconds in the distance.
+
+    The optimiser is Adam at `lr`, or `optimizer` ({name, weight_decay, momentum, betas};
+    ORCA aligns with the task's own) at `lr`; the rate decays by `gamma` at the milestones
+    (:func:`step_decay`)."""
 
     def __init__(self, embedder: torch.nn.Module, distance, class_weights: torch.Tensor,
-                 lr: float, milestones: list[int], gamma: float = 0.2):
+                 lr: float, milestones: list[int], gamma: float = 0.2, optimizer: dict | None = None,
+                 schedule: str = "multistep"):
         super().__init__()
         self.embedder, self.distance = embedder, distance
         self.class_weights = class_weights  # (C,) sums to 1
-        self.lr, self.milestones, self.gamma = lr, list(milestones), gamma
+        self.lr, self.gamma = lr, gamma
+        self.optimizer_options = None if optimizer is None else {k: v for k, v in optimizer.items() if k != "lr"}
+        self.lr_factor = step_decay(list(milestones), gamma, schedule)
         self.distance_seconds: list[float] = []
 
     def training_step(self, batch, _):
@@ -74,8 +102,10 @@ class AlignStage(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        opt = torch.optim.Adam(self.embedder.parameters(), lr=self.lr)
-        sched = torch.optim.lr_scheduler.MultiStepLR(opt, self.milestones, self.gamma)
+        params = self.embedder.parameters()
+        opt = (torch.optim.Adam(params, lr=self.lr) if self.optimizer_options is None else
+               build_optimizer(params, lr=self.lr, **self.optimizer_options))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self.lr_factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
@@ -90,14 +120,75 @@ def build_optimizer(params, name: str, lr: float, weight_decay: float = 0.0, mom
     raise ConfigError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
 
 
+@dataclass
+class OrcaLoop:
+    """ORCA's fine-tuning loop (src/main.py: train_one_epoch; src/task_configs.py:
+    get_scheduler "WarmupLR"), for protocol=reference:
+
+    - every micro-batch's loss is backpropagated as it is, so the gradients of `accumulate`
+      micro-batches are summed (Lightning's accumulation divides each loss by it: averaged);
+    - after every micro-batch the summed gradients are clipped to norm `clip` (if given);
+    - the optimiser steps after every `accumulate`-th micro-batch of an epoch, and the
+      gradients of an epoch's last incomplete accumulation are dropped;
+    - the learning rate is stepped after every micro-batch: at micro-batch i (counted over
+      the whole run) it is lr * i / W during the warm-up (W = warmup_epochs x micro-batches
+      per epoch; 0 at the first), then lr * (T - i) / (T - W) (T = decay_epochs x
+      micro-batches per epoch), which need not reach 0 before training ends.
+    """
+
+    accumulate: int
+    batches_per_epoch: int  # micro-batches of one process
+    warmup_epochs: float
+    decay_epochs: float
+    clip: float | None = None
+
+    def __post_init__(self):
+        if self.warmup_epochs is None or self.decay_epochs is None:
+            raise ConfigError("finetune.loop=orca needs finetune.warmup_epochs and finetune.decay_epochs "
+                              "(protocol=reference takes them from the task's reference block)")
+        if self.batches_per_epoch < self.accumulate:
+            raise ConfigError(f"an epoch holds {self.batches_per_epoch} micro-batches, fewer than "
+                              f"finetune.accumulate_grad_batches={self.accumulate}, so ORCA's loop (which drops an "
+                              "epoch's incomplete accumulation) would never step: lower the accumulation or "
+                              "finetune.batch_size")
+        if not 0 <= self.warmup_epochs < self.decay_epochs:
+            raise ConfigError(f"finetune.warmup_epochs={self.warmup_epochs} must be >= 0 and below "
+                              f"finetune.decay_epochs={self.decay_epochs}")
+
+    def lr_factor(self, i: int) -> float:
+        warmup = int(self.warmup_epochs * self.batches_per_epoch)
+        total = int(self.decay_epochs * self.batches_per_epoch)
+        if warmup > 0 and i < warmup:
+            return i / max(1.0, warmup)
+        return (total - i) / (total - warmup)
+
+    def step(self, module: L.LightningModule, loss: torch.Tensor) -> None:
+        """One micro-batch of manual optimisation."""
+        optimizer, scheduler = module.optimizers(), module.lr_schedulers()
+        done = scheduler.last_epoch  # micro-batches before this one, over the run (restored on resume)
+        module.manual_backward(loss)
+        if self.clip:
+            torch.nn.utils.clip_grad_norm_([p for p in module.parameters() if p.grad is not None], self.clip)
+        if (done % self.batches_per_epoch + 1) % self.accumulate == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+        with warnings.catch_warnings():  # ORCA steps the rate before the first accumulation is complete
+            warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()` before"))
+            scheduler.step()
+
+
 class FinetuneStage(L.LightningModule):
     """Trains the model on the task loss; validation and test metrics over whole splits,
     logged as ``val/<metric>`` and ``test/<metric>`` plus ``val/error`` (the paper's number).
 
     Parameter groups: the pretrained body at ``optimizer["lr"]``, the newly initialised
     embedder and head at `new_lr` (None: the same lr), and any adapters in the body at
-    `adapter_lr` (None: new_lr). The learning rate warms up linearly over `warmup_frac` of
-    the steps, then decays linearly to 0 at the last step.
+    `adapter_lr` (None: new_lr).
+
+    Two training loops. "lightning" (default): Lightning's automatic optimisation, micro-
+    batch gradients averaged over the accumulation; the learning rate warms up linearly over
+    `warmup_frac` of the steps, then decays linearly to 0 at the last step. "orca": ORCA's
+    (:class:`OrcaLoop`), which sums them.
     """
 
     def __init__(self, model: torch.nn.Module, task: Task, optimizer: dict, warmup_frac: float,
@@ -106,10 +197,15 @@ class FinetuneStage(L.LightningModule):
         self.model, self.task, self.unfreezes_body = model, task, unfreezes_body
         self.optimizer_options, self.warmup_frac = dict(optimizer), warmup_frac
         self.new_lr, self.adapter_lr = new_lr, adapter_lr
+        self.orca_loop: OrcaLoop | None = None
         self.val_metrics = task.metrics().clone(prefix="val/")
         self.test_metrics = task.metrics().clone(prefix="test/")
         for metric in (*self.val_metrics.values(), *self.test_metrics.values()):
             metric.sync_on_compute = False  # under DDP every process evaluates the whole split
+
+    def use_loop(self, loop: OrcaLoop) -> None:
+        """Train with ORCA's loop (set before fit, once the micro-batches per epoch are known)."""
+        self.orca_loop, self.automatic_optimization = loop, False
 
     def forward(self, x):
         return self.model(x)
@@ -123,7 +219,13 @@ class FinetuneStage(L.LightningModule):
         loss = self.loss(batch)
         check_finite(loss, "finetune", self.global_step)
         self.log("train/loss", loss, prog_bar=True)
-        return loss
+        if self.orca_loop is None:
+            return loss
+        self.orca_loop.step(self, loss)
+
+    def on_train_epoch_start(self):
+        if self.orca_loop is not None:  # ORCA drops the gradients of an epoch's last, incomplete accumulation
+            self.optimizers().zero_grad()
 
     def _update(self, metrics, batch) -> torch.Tensor:
         x, y, *rest = batch  # each metric receives the extras it names (mask=..., groups=...)
@@ -170,6 +272,9 @@ class FinetuneStage(L.LightningModule):
 
     def configure_optimizers(self):
         opt = self.make_optimizer()
+        if self.orca_loop is not None:
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, self.orca_loop.lr_factor)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(self.warmup_frac * total)
 

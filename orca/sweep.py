@@ -42,13 +42,11 @@ SUITES = {
     "mini": Suite(tasks=("ecg", "satellite", "darcy", "cifar10"),
                   methods=("orca", "finetune", "fpt", "scratch", "classical", "lora", "orca_lora"), seeds=(0, 1, 2),
                   budget="cpu"),
-    # The paper's ten tasks with its bodies (RoBERTa for 1D, Swin for 2D): for GPUs.
+    # The paper's ten tasks; budget=paper brings its bodies (RoBERTa for 1D, Swin for 2D,
+    # configs/paper_body/) and hyperparameters: for GPUs.
     "nb360": Suite(
         tasks=("cifar100", "spherical", "darcy", "psicov", "cosmic", "ninapro", "fsd50k", "ecg", "satellite", "deepsea"),
         methods=("orca", "fpt", "finetune", "scratch"), seeds=(0, 1, 2), budget="paper", published=True,
-        task_overrides={**{t: ("body=roberta-base",) for t in ("ecg", "satellite", "deepsea")},
-                        **{t: ("body=swin-base",) for t in ("cifar100", "spherical", "darcy", "psicov", "cosmic",
-                                                            "ninapro", "fsd50k")}},
     ),
 }
 
@@ -111,9 +109,44 @@ def check_runs(runs: list[Run]) -> None:
         check_overrides(run.command()[3:-1])  # the overrides, without the interpreter and the run folder
 
 
+PROTOCOLS = ("clean", "reference")
+REFERENCE_ROW = "{method} (reference: selected on test)"  # a method's table row under protocol=reference
+
+
+def describe(run: Run) -> dict:
+    """What a run will do, from its composed config alone (nothing loaded): body, alignment
+    source and steps, epochs, and, for a task whose config gives ORCA's training-set size
+    (reference.train_samples: train + validation, what protocol=reference trains on), the
+    optimiser steps and samples seen over its epochs."""
+    import math
+
+    from orca.align.sources import choose_source
+
+    cfg = check_overrides(run.command()[3:-1])
+    f, a = cfg.finetune, cfg.align
+    try:
+        source = choose_source(a.source, a.source_root, a.text_fallback, images=cfg.embedder.name == "swin_patch")
+    except ConfigError:
+        source = "conll2003: needs align.source_root"
+    n = cfg.get("reference", {}).get("train_samples") if cfg.protocol.select_on == "test" else None
+    epochs = f.max_epochs if f.max_steps in (None, -1) else None
+    steps = seen = None
+    if n and epochs:  # an epoch: ceil(n / batch) micro-batches, an optimiser step every accumulate of them
+        seen = epochs * n
+        steps = epochs * (math.ceil(n / f.batch_size) // f.accumulate_grad_batches)
+    return {"task": run.task, "method": run.method, "body": cfg.body.name, "protocol": cfg.protocol.name,
+            "source": source, "align_steps": a.steps if cfg.method.align else 0, "epochs": epochs,
+            "batch": f"{f.batch_size} x {f.accumulate_grad_batches}", "optimizer_steps": steps, "samples_seen": seen}
+
+
 def plan(suite: Suite, out: Path, tasks=None, methods=None, seeds=None, budget=None,
-         data_roots: dict[str, str] | None = None, overrides: tuple[str, ...] = ()) -> list[Run]:
-    """Every run of the suite (or of the given subsets), in task, method, seed order."""
+         data_roots: dict[str, str] | None = None, overrides: tuple[str, ...] = (),
+         protocol: str = "clean") -> list[Run]:
+    """Every run of the suite (or of the given subsets), in task, method, seed order. Runs
+    under protocol=reference (ORCA's code as it runs) go to <method>@reference/ and their
+    own table rows, so that a table can show both protocols."""
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
     data_roots = data_roots or {}
     unknown = set(data_roots) - set(tasks or suite.tasks)
     if unknown:
@@ -121,10 +154,14 @@ def plan(suite: Suite, out: Path, tasks=None, methods=None, seeds=None, budget=N
     runs = []
     for task in tasks or suite.tasks:
         task_args = (f"budget={budget or suite.budget}", *suite.task_overrides.get(task, ()),
-                     *((f"data.root={data_roots[task]}",) if task in data_roots else ()), *overrides)
+                     *((f"data.root={data_roots[task]}",) if task in data_roots else ()),
+                     *(("protocol=reference",) if protocol == "reference" else ()), *overrides)
         for method in methods or suite.methods:
+            folder = method if protocol == "clean" else f"{method}@reference"
+            row = "" if protocol == "clean" else REFERENCE_ROW.format(method=method)
             for seed in seeds if seeds is not None else suite.seeds:
-                runs.append(Run(task, method, int(seed), out / "runs" / task / method / f"s{seed}", task_args))
+                runs.append(Run(task, method, int(seed), out / "runs" / task / folder / f"s{seed}", task_args,
+                                variant=row))
     return runs
 
 

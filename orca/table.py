@@ -71,6 +71,20 @@ def collect(runs: list[Run], published: bool = False) -> Table:
     return Table(tasks, methods, cells, error_names, papers if published else {})
 
 
+def describe_markdown(rows: list[dict]) -> str:
+    """The runs a sweep plans, a row per (task, method), as :func:`orca.sweep.describe` gives
+    them; optimiser steps and samples seen over the epochs where ORCA's training-set size is
+    known (protocol=reference)."""
+    lines = ["| task | method | body | protocol | alignment source | align steps | epochs | batch x accum "
+             "| optimiser steps | samples seen |", "|---" * 10 + "|"]
+    for r in rows:
+        lines.append(f"| {r['task']} | {r['method']} | {r['body']} | {r['protocol']} | {r['source']} | "
+                     f"{r['align_steps']} | {r['epochs'] or '—'} | {r['batch']} | "
+                     f"{format(r['optimizer_steps'], ',') if r['optimizer_steps'] else '—'} | "
+                     f"{format(r['samples_seen'], ',') if r['samples_seen'] else '—'} |")
+    return "\n".join(lines)
+
+
 def fmt(value: float | None, digits: int = 4) -> str:
     return "—" if value is None else f"{value:.{digits}g}"
 

@@ -121,6 +121,24 @@ class Splits:
     def sizes(self) -> dict[str, int]:
         return {name: len(getattr(self, name)) for name in SPLITS}
 
+    def selected_on_test(self) -> Splits:
+        """ORCA's `valid_split: False`: training on train + validation, and the test split
+        in the validation split's place (the model is selected on test)."""
+        return Splits(train=concat(self.train, self.val), val=self.test, test=self.test)
+
+
+def concat(a, b):
+    """Split `a` followed by split `b` (TensorDatasets, or WindowDatasets of windows)."""
+    if isinstance(a, WindowDataset):
+        wa, wb = a.windows, b.windows
+        if wa.signal is wb.signal:
+            windows = WindowArray(wa.signal, np.concatenate([wa.starts, wb.starts]), wa.length)
+        else:
+            windows = WindowArray(np.concatenate([wa.signal, wb.signal]),
+                                  np.concatenate([wa.starts, wb.starts + len(wa.signal)]), wa.length)
+        return WindowDataset(windows, *(torch.cat(pair) for pair in zip(a.others, b.others)))
+    return TensorDataset(*(torch.cat(pair) for pair in zip(a.tensors, b.tensors)))
+
 
 class Task(ABC):
     """Base class; subclasses set the class attributes and implement :meth:`load_arrays`,

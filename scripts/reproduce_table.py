@@ -20,8 +20,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from orca.errors import ConfigError, OrcaError  # noqa: E402
-from orca.sweep import SUITES, check_runs, parse_data_roots, plan, run_missing, split_names  # noqa: E402
-from orca.table import alignment_markdown, collect, markdown, write_all  # noqa: E402
+from orca.sweep import (PROTOCOLS, SUITES, check_runs, describe, parse_data_roots, plan,  # noqa: E402
+                        run_missing, split_names)
+from orca.table import alignment_markdown, collect, describe_markdown, markdown, write_all  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="a task's data folder; repeat per task")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                         help="a Hydra override for every run, e.g. align.source_root=PATH; repeatable")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="clean",
+                        help="clean: selected on validation (default); reference: ORCA's code as it runs, "
+                             "selected on test (rows of their own, beside the clean ones in the table)")
     parser.add_argument("--out", type=Path, help="output folder (default: results/<suite>)")
     parser.add_argument("--dry-run", action="store_true", help="print the planned runs and run nothing")
     parser.add_argument("--table-only", action="store_true", help="write the table from existing records only")
@@ -47,12 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         if seeds is not None and not all(s.isdigit() for s in seeds):
             raise ConfigError(f"--seeds takes integers (0 1 2 or 0,1,2), not {' '.join(args.seeds)!r}")
         runs = plan(suite, out, split_names(args.tasks), split_names(args.methods), seeds and list(map(int, seeds)),
-                    args.budget, parse_data_roots(args.data_root), tuple(args.override))
+                    args.budget, parse_data_roots(args.data_root), tuple(args.override), protocol=args.protocol)
         if not args.table_only:
             check_runs(runs)
     except OrcaError as exc:
         parser.error(str(exc))
-    if args.dry_run:
+    if args.dry_run:  # per task (its first method's run), then every run
+        print(describe_markdown([describe(r) for r in {r.task: r for r in reversed(runs)}.values()][::-1]) + "\n")
         for run in runs:
             state = "done" if run.done else "failed, will retry" if run.failed else "to run"
             print(f"{run.task:<10} {run.method:<9} seed {run.seed}  [{state}]  {' '.join(run.command()[1:])}")
@@ -63,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.table_only:
         counts = run_missing(runs)
         print(f"sweep: {counts} in {(time.perf_counter() - t0) / 60:.1f} min")
-    table = collect(runs, published=suite.published)
+    other = plan(suite, out, split_names(args.tasks), split_names(args.methods), seeds and list(map(int, seeds)),
+                 args.budget, parse_data_roots(args.data_root), tuple(args.override),
+                 protocol="reference" if args.protocol == "clean" else "clean")
+    table = collect(runs + [r for r in other if r.done], published=suite.published)  # both protocols, where run
     budget = args.budget or suite.budget
     paths = write_all(table, out, f"Suite {args.suite}, budget={budget}")
     print(markdown(table, f"Suite {args.suite}, budget={budget}"))

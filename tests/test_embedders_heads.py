@@ -176,3 +176,111 @@ def test_non_positive_target_len_is_refused(bad):
 def test_token_rule_refuses_tokens_too_large_to_project():
     with pytest.raises(ConfigError, match="set embedder.target_len"):
         create_embedder("patch2d", (57, 512, 512), load_body("tiny-random").body)  # PSICOV's inputs
+
+
+def tiny_text_body(kind: str):
+    """A tiny random RoBERTa or GPT-2 (LoadedBody); RoBERTa's embedding LayerNorm made non-trivial."""
+    from transformers import GPT2Config, GPT2Model, RobertaConfig, RobertaModel
+
+    from orca.bodies import wrap_hf_model
+
+    torch.manual_seed(0)
+    if kind == "gpt2":
+        return wrap_hf_model(GPT2Model(GPT2Config(n_embd=32, n_layer=1, n_head=2, n_positions=64)), "gpt2")
+    model = RobertaModel(RobertaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=64, max_position_embeddings=66))
+    with torch.no_grad():
+        model.embeddings.LayerNorm.weight.normal_(), model.embeddings.LayerNorm.bias.normal_()
+    return wrap_hf_model(model, "roberta")
+
+
+def test_conv1d_orca_init_follows_orca():
+    """ORCA's conv_init (xavier-uniform, gain sqrt(2), bias 0) and the body's embedding LayerNorm."""
+    loaded = tiny_text_body("roberta")
+    norm = loaded.text_embeddings.LayerNorm  # the body's own, kept for the align stage
+    torch.manual_seed(0)
+    emb = create_embedder("conv1d", (4, 1000), loaded.body, patch_size=20, init="orca")
+    assert torch.equal(emb.norm.weight.data, norm.weight.data) and torch.equal(emb.norm.bias.data, norm.bias.data)
+    assert emb.conv.bias.abs().sum() == 0
+    fan_in, fan_out = 4 * 20, 32 * 20  # weight (D=32, C=4, s=20)
+    bound = math.sqrt(2) * math.sqrt(6 / (fan_in + fan_out))
+    weight = emb.conv.weight.detach()
+    assert weight.abs().max() <= bound and weight.abs().max() > 0.95 * bound  # PyTorch's default: 1/sqrt(80)
+    assert abs(weight.std().item() / (bound / math.sqrt(3)) - 1) < 0.05  # uniform(-b, b): std b / sqrt(3)
+
+
+def test_conv1d_default_init_is_unchanged(body):
+    torch.manual_seed(0)
+    default = create_embedder("conv1d", (4, 1000), body, patch_size=20)
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(4, body.hidden_size, 20, stride=20)
+    assert torch.equal(default.conv.weight, conv.weight) and torch.equal(default.conv.bias, conv.bias)
+    assert torch.equal(default.norm.weight.data, torch.ones(body.hidden_size))
+
+
+def test_conv1d_orca_init_needs_an_embedding_norm():
+    with pytest.raises(ConfigError, match="embedding LayerNorm.*init=default"):
+        create_embedder("conv1d", (1, 64), tiny_text_body("gpt2").body, patch_size=2, init="orca")
+
+
+@pytest.mark.parametrize("channels", [1, 3, 5])
+def test_swin_orca_init_tiles_the_rgb_filters(channels):
+    """ORCA's embedder_init for Swin: RGB filters repeated along the channel axis, cut to C."""
+    swin = load_body("tiny-random-swin").body
+    stem = swin.patch_stem
+    torch.manual_seed(0)
+    for key in stem:  # make bias and norm non-trivial, so that copying them is seen
+        stem[key] = torch.randn_like(stem[key])
+    emb = create_embedder("swin_patch", (channels, 32, 32), swin, init="orca")
+    expected = stem["weight"][:, [c % 3 for c in range(channels)]]  # R, G, B, R, G, ...
+    assert torch.equal(emb.conv.weight.data, expected)
+    assert torch.equal(emb.conv.bias.data, stem["bias"])
+    assert torch.equal(emb.norm.weight.data, stem["norm_weight"]) and torch.equal(emb.norm.bias.data, stem["norm_bias"])
+
+
+@pytest.mark.parametrize("grid,upsample,output_shape", [((7, 7), 32, (85, 85)), ((2, 3), None, (8, 12))])
+def test_dense_pixel_shuffle_follows_orca(grid, upsample, output_shape):
+    """Token (r, c) (row-major) gives pixels [r*s:(r+1)*s, c*s:(c+1)*s] of a 3-channel image:
+    channel ch, row i, column j from conv output ch*s*s + i*s + j; then the channel mean and
+    an adaptive average pool to the output."""
+    (h, w), dim = grid, 8
+    head = create_head("dense", dim, 1, grid=grid, output_shape=output_shape, decoder="pixel_shuffle",
+                       upsample=upsample)
+    s = upsample or 4  # (2, 3) -> (8, 12): s = 4
+    assert head.upsample == s
+    with torch.no_grad():
+        head.conv.bias.normal_()
+    hidden = torch.randn(2, h * w, dim)
+    out = head(hidden)
+    assert out.shape == (2, *output_shape)
+    weight, bias = head.conv.weight.detach()[:, :, 0, 0], head.conv.bias.detach()  # (3 s^2, D), (3 s^2,)
+    image = torch.zeros(2, 3, h * s, w * s)
+    for r in range(h):
+        for c in range(w):
+            pixels = hidden[:, r * w + c] @ weight.T + bias  # (B, 3 s^2)
+            image[:, :, r * s:(r + 1) * s, c * s:(c + 1) * s] = pixels.view(2, 3, s, s)
+    expected = torch.nn.AdaptiveAvgPool2d(output_shape)(image.mean(1))
+    assert torch.allclose(out, expected, atol=1e-5)
+
+
+def test_dense_pixel_shuffle_starts_as_hugging_face_swin_decoder():
+    torch.manual_seed(0)
+    head = create_head("dense", 64, 1, grid=(7, 7), output_shape=(85, 85), decoder="pixel_shuffle", upsample=32)
+    assert head.conv.out_channels == 32 * 32 * 3 and head.conv.kernel_size == (1, 1)
+    assert abs(head.conv.weight.std().item() - 0.02) < 0.001 and abs(head.conv.weight.mean().item()) < 0.001
+    assert head.conv.bias.abs().sum() == 0
+
+
+def test_unknown_init_and_decoder_names_are_refused(body, swin):
+    with pytest.raises(ConfigError, match="known: default, orca"):
+        create_embedder("conv1d", (1, 64), body, init="xavier")
+    with pytest.raises(ConfigError, match="known: mean, orca"):
+        create_embedder("swin_patch", (1, 32, 32), swin, init="tile")
+    with pytest.raises(ConfigError, match="known: linear, pixel_shuffle"):
+        create_head("dense", 8, 1, grid=(2, 2), output_shape=(4, 4), decoder="conv")
+    with pytest.raises(ConfigError, match="one-channel fields"):
+        create_head("dense", 8, 2, grid=(2, 2), output_shape=(4, 4), decoder="pixel_shuffle")
+    with pytest.raises(ConfigError, match="head.upsample=null"):
+        create_head("dense", 8, 1, grid=(2, 2), output_shape=(4, 4), upsample=2)
+    with pytest.raises(ConfigError, match="positive factor"):
+        create_head("dense", 8, 1, grid=(2, 2), output_shape=(4, 4), decoder="pixel_shuffle", upsample=0)

@@ -74,7 +74,11 @@ def run_script(*args):
 def test_dry_run_plans_the_mini_suite(tmp_path):
     proc = run_script("--suite", "mini", "--dry-run", "--out", str(tmp_path), "--data-root", "ecg=/data/ecg")
     assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.strip().splitlines()
+    table, listing = proc.stdout.strip().split("\n\n")
+    assert [row.split(" | ")[:6] for row in table.splitlines()[2:]] == [
+        ["| ecg", "orca", "minilm", "clean", "pydoc-topics", "60"], ["| satellite", "orca", "minilm", "clean", "pydoc-topics", "60"],
+        ["| darcy", "orca", "minilm", "clean", "pydoc-topics", "60"], ["| cifar10", "orca", "minilm", "clean", "pydoc-topics", "60"]]
+    lines = listing.splitlines()
     assert lines[-1] == "84 runs planned, 0 done" and len(lines) == 85
     planned = {tuple(line.split()[:2]) + (line.split()[3],) for line in lines[:-1]}
     assert planned == {(t, m, s) for t in ("ecg", "satellite", "darcy", "cifar10")
@@ -83,6 +87,21 @@ def test_dry_run_plans_the_mini_suite(tmp_path):
     ecg = next(line for line in lines if line.startswith("ecg") and "method=fpt seed=2" in line)
     assert "budget=cpu" in ecg and "data.root=/data/ecg" in ecg and f"hydra.run.dir={tmp_path}/runs/ecg/fpt/s2" in ecg
     assert not any((tmp_path / "runs").glob("*"))  # nothing ran
+
+
+def test_dry_run_of_the_paper_suite_says_what_each_task_will_do(tmp_path):
+    """--suite nb360: ORCA's bodies, CoNLL-2003 for text bodies (here without its folder), and,
+    under protocol=reference, the optimiser steps and samples of ORCA's training sets."""
+    proc = run_script("--suite", "nb360", "--protocol", "reference", "--tasks", "ecg,cifar100", "--dry-run",
+                      "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    rows = {row.split(" | ")[0].strip("| "): row.split(" | ") for row in proc.stdout.split("\n\n")[0].splitlines()[2:]}
+    # ECG: 295,021 windows in batches of 4 (73,756 a pass) -> 4,609 steps of 16 an epoch, 15 epochs
+    assert rows["ecg"][1:7] == ["orca", "roberta-base", "reference", "conll2003: needs align.source_root", "60", "15"]
+    assert rows["ecg"][7:] == ["4 x 16", "69,135", "4,425,315 |"]
+    assert rows["cifar100"][1:5] == ["orca", "swin-base", "reference", "cifar10"]
+    assert rows["cifar100"][8:] == [f"{60 * (1563 // 32):,}", "3,000,000 |"]
+    assert "runs/ecg/orca@reference/s0" in proc.stdout
 
 
 def test_bad_data_root_is_a_clear_error(tmp_path):
@@ -104,7 +123,7 @@ def test_lists_take_commas_and_spaces_alike(tmp_path):
     proc = run_script("--dry-run", "--tasks", "digits", "--methods", "orca,fpt", "scratch", "--seeds", "0,1",
                       "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.strip().splitlines()
+    lines = proc.stdout.strip().split("\n\n")[1].splitlines()
     assert lines[-1] == "6 runs planned, 0 done"
     assert {line.split()[1] for line in lines[:-1]} == {"orca", "fpt", "scratch"}
 

@@ -183,6 +183,24 @@ def image_folder(loaded: LoadedBody, num_samples: int, seq_len: int, root: str |
             f"image folder {root}: {len(keep)} images, {len(dataset.classes)} classes")
 
 
+def choose_source(source: str, root: str | None, text_fallback: bool, images: bool) -> str:
+    """align.source "auto": what the body was pretrained on. A vision body: an image folder
+    given as align.source_root, else CIFAR-10. A text body: CoNLL-2003 at align.source_root,
+    else (align.text_fallback) Python's help text; without the fallback (budget=paper, as
+    ORCA), CoNLL-2003 or an error naming align.source_root."""
+    if source != "auto":
+        return source
+    if images:
+        return "image-folder" if root else "cifar10"
+    if root or not text_fallback:
+        if not root:
+            raise ConfigError("this run aligns a text body to CoNLL-2003, as ORCA does (budget=paper): give its "
+                              "folder as align.source_root=PATH (train.txt there, downloaded into it when online), "
+                              "or align.text_fallback=true for Python's help text instead")
+        return "conll2003"
+    return "pydoc-topics"
+
+
 def load_source(name: str, loaded: LoadedBody, num_samples: int, seq_len: int, root: str | None,
                 seed: int, cache_dir: str | Path, download: bool = True):
     """(features (n, D) float32, labels (n,) int64, description), cached on disk per
