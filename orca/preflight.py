@@ -32,6 +32,7 @@ MULTIRUN_FLAGS = {"-m", "--multirun"}
 NULLABLE_NUMBERS = {"budget_s": float, "embedder.target_len": int, "embedder.patch_size": int,
                     "finetune.max_epochs": int, "finetune.gradient_clip_val": float,
                     "finetune.val_check_interval": float, "finetune.new_lr": float,
+                    "finetune.warmup_epochs": float, "finetune.decay_epochs": float, "align.per_class_batch": int,
                     "data.max_samples.train": int, "data.max_samples.val": int, "data.max_samples.test": int}
 # Keys that may differ between a run and its resumption: they do not change results.
 RESUME_IGNORES = ("paths", "trainer.enable_progress_bar")
@@ -65,8 +66,25 @@ def check_overrides(overrides: list[str]) -> DictConfig:
             _check_groups(options, job)
             cfg = _compose([o.input_line for o in job])
             _check_types(job, cfg, _compose([o.input_line for o in job if options(o.key)] + search_path))
+            _check_references(cfg)
             first = first or cfg
     return first
+
+
+def _check_references(cfg: DictConfig) -> None:
+    """Every interpolation of the run's options resolves: budget=paper and protocol=reference
+    read a task's ORCA hyperparameters (its `reference:` block), which a new task may lack."""
+    from omegaconf.errors import InterpolationKeyError
+
+    for node in ("finetune", "align", "embedder", "head", "data"):
+        try:
+            OmegaConf.to_container(cfg[node], resolve=True)
+        except InterpolationKeyError as exc:
+            missing = re.search(r"'([^']+)'", str(exc))
+            raise ConfigError(
+                f"{exc.full_key} refers to {missing.group(1) if missing else 'a key'}, which task "
+                f"{cfg.task.name!r} does not set: budget=paper and protocol=reference take ORCA's hyperparameters "
+                "from the task's `reference:` block; add one to its config (as configs/task/ecg.yaml has)") from None
 
 
 def known_options(group: str) -> list[str]:

@@ -123,7 +123,7 @@ def build_optimizer(params, name: str, lr: float, weight_decay: float = 0.0, mom
 @dataclass
 class OrcaLoop:
     """ORCA's fine-tuning loop (src/main.py: train_one_epoch; src/task_configs.py:
-    get_scheduler "WarmupLR"), for protocol=reference:
+    get_scheduler "WarmupLR"), finetune.loop=orca (budget=paper, protocol=reference):
 
     - every micro-batch's loss is backpropagated as it is, so the gradients of `accumulate`
       micro-batches are summed (Lightning's accumulation divides each loss by it: averaged);
@@ -145,7 +145,7 @@ class OrcaLoop:
     def __post_init__(self):
         if self.warmup_epochs is None or self.decay_epochs is None:
             raise ConfigError("finetune.loop=orca needs finetune.warmup_epochs and finetune.decay_epochs "
-                              "(protocol=reference takes them from the task's reference block)")
+                              "(budget=paper and protocol=reference take them from the task's reference block)")
         if self.batches_per_epoch < self.accumulate:
             raise ConfigError(f"an epoch holds {self.batches_per_epoch} micro-batches, fewer than "
                               f"finetune.accumulate_grad_batches={self.accumulate}, so ORCA's loop (which drops an "

@@ -36,6 +36,11 @@ class Cell:
     def std(self) -> float | None:  # sample standard deviation over seeds
         return statistics.stdev(self.errors) if len(self.errors) > 1 else None
 
+    @property
+    def selected_on_test(self) -> bool:
+        """Whether its runs picked their model on test (protocol=reference): never marked best."""
+        return any((r.get("protocol") or {}).get("select_on") == "test" for r in self.records)
+
 
 @dataclass
 class Table:
@@ -46,8 +51,10 @@ class Table:
     published: dict[str, dict[str, float]]  # task -> {row: value}, when shown
 
     def best(self, task: str) -> str | None:
-        """The method with the lowest mean error on `task` (None if no run finished)."""
-        means = {m: self.cells[m, task].mean for m in self.methods if self.cells[m, task].mean is not None}
+        """The method with the lowest mean error on `task` (None if no run finished), among the
+        rows whose models were selected on validation."""
+        cells = {m: self.cells[m, task] for m in self.methods}
+        means = {m: c.mean for m, c in cells.items() if c.mean is not None and not c.selected_on_test}
         return min(means, key=means.get) if means else None
 
 

@@ -236,8 +236,8 @@ def assumptions(results: list[Result], batch: int | None, tiny: bool) -> list[st
         "(reference.train_samples in configs/task/<task>.yaml; train + validation, as protocol=reference trains).",
         f"h/suite = h/run x {len(SUITE.methods)} methods ({', '.join(SUITE.methods)}) x {len(SUITE.seeds)} seeds. "
         "finetune and scratch train this same model (same cost per step); fpt is assumed to cost the same "
-        "per step (it freezes attention and MLP weights and uses its own linear patch embedder, so this is "
-        "an upper bound).",
+        "per step (it freezes attention and MLP weights and, on 1D tasks, uses its own linear patch embedder, "
+        "so this is an upper bound).",
         f"Not timed, not included: orca's align stage (the embedder alone, one OTDD per class a step; "
         f"align.steps at budget=paper: {align}).",
     ]

@@ -193,6 +193,10 @@ CASES = [
          ["plugin module 'no_such_orca_plugin' could not be imported", "installed"]),
     Case("body-path-not-a-model", [], ["could not load body", "not a complete Hugging Face model"], empty_folder),
     Case("offline-hub-body", ["body=roberta-base"], ["could not load body 'roberta-base'", "body.path=DIR"]),
+    Case("text-source-required", ["align.text_fallback=false"], ["CoNLL-2003", "align.source_root=PATH"]),
+    Case("accumulation-past-the-epoch", ["finetune.loop=orca", "finetune.warmup_epochs=1", "finetune.decay_epochs=2",
+                                         "finetune.accumulate_grad_batches=1000"],
+         ["would never step", "lower the accumulation"]),
     Case("non-finite-loss", ["method=finetune", "finetune.optimizer.lr=1e30", "finetune.new_lr=1e30"],
          ["non-finite loss", "lower the learning rate"]),
     # the run folder

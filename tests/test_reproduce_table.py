@@ -5,16 +5,20 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
+from orca.errors import ConfigError
 from orca.sweep import SUITES, Suite, plan
 from orca.table import collect, markdown, versus_markdown, write_all
 
 SCRIPT = ROOT / "scripts" / "reproduce_table.py"
 
 
-def fake_record(run, error, before=10.0, after=8.0):
+def fake_record(run, error, before=10.0, after=8.0, select_on="val"):
     run.folder.mkdir(parents=True, exist_ok=True)
     record = {"task": run.task, "method": run.method, "seed": run.seed, "error_name": "0-1 error %",
+              "protocol": {"select_on": select_on},
               "metrics": {"test": {"error": error}, "val": {"error": error}}, "paper": {"ORCA": 1.0},
               "align": {"before": before, "after": after, "source": "pydoc-topics: x"} if run.method == "orca" else None,
               "time_s": {"data": 1.0, "finetune": 10.0 + run.seed, "test": 2.0, "total": 13.0 + run.seed},
@@ -56,6 +60,20 @@ def test_table_from_records_with_missing_and_failed_runs(tmp_path):
     assert "| ta | orca | 10 ± 0 | 7 ± 1 | -30.0 % | — | — | pydoc-topics |" in alignment  # after: 8, 7, 6
     # seeds 0, 1: finetune 10, 11 s; 100, 101 steps at 0.10, 0.11 s
     assert "| ta | fpt | 1 | — | — | — | 10.5 | — | 2 | 13.5 | 100, 101 | 0.105 | 1M / 2M | 1000 |" in alignment
+
+
+def test_reference_protocol_runs_apart_and_in_rows_of_their_own(tmp_path):
+    suite = Suite(tasks=("ta",), methods=("orca",), seeds=(0,), budget="paper", published=True)
+    clean, reference = plan(suite, tmp_path), plan(suite, tmp_path, protocol="reference")
+    assert reference[0].folder == tmp_path / "runs" / "ta" / "orca@reference" / "s0"
+    assert "protocol=reference" in reference[0].command() and "protocol=reference" not in clean[0].command()
+    fake_record(clean[0], 3.0)
+    fake_record(reference[0], 2.0, select_on="test")
+    text = markdown(collect(clean + reference, published=True), "t")
+    assert "| orca (ours) | **3 (n=1)** |" in text  # the best row is never one selected on test
+    assert "| orca (reference: selected on test) (ours) | 2 (n=1) |" in text and "| ORCA (published) | 1 |" in text
+    with pytest.raises(ConfigError, match="known: clean, reference"):
+        plan(suite, tmp_path, protocol="orca")
 
 
 def test_published_rows_only_when_asked(tmp_path):
