@@ -101,7 +101,8 @@ def run_align(cfg: DictConfig, task: Task, train, loaded, embedder, run_dir: Pat
     source = choose_source(a.source, a.source_root, a.text_fallback, images=loaded.image_embeddings is not None)
     with timer.stage("source"):  # the same source sample (seed 0) for every run: cached once
         xs, ys, description = load_source(source, loaded, a.source_samples, a.seq_len, a.source_root,
-                                          seed=0, cache_dir=cfg.paths.cache_dir, download=cfg.data.download)
+                                          seed=0, cache_dir=cfg.paths.cache_dir, download=cfg.data.download,
+                                          image_transform=a.image_transform)
     log.info("align source: %s", description)
 
     labels = task.align_labels(labels_of(train)[0])

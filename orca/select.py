@@ -61,8 +61,9 @@ def compose_for(body: str, overrides: list[str], steps: int):
 def measure(body: str, cfg, task, splits, folder: Path) -> dict:
     """OTDD before and after aligning the task's embedder on `body`, and the seconds it took."""
     from orca.bodies import load_body
-    from orca.model import architecture, build_model
-    from orca.pipeline import node_options, run_align
+    from orca.methods import MethodConfig
+    from orca.model import build_model
+    from orca.pipeline import model_architecture, run_align
     from orca.record import StageTimer
 
     start = time.perf_counter()
@@ -71,8 +72,7 @@ def measure(body: str, cfg, task, splits, folder: Path) -> dict:
         loaded = load_body(cfg.body.name, cfg.body.path, pretrained=pretrained)
     except BodyLoadError as exc:
         return {"body": body, "status": "unavailable", "reason": str(exc).split(". ")[0]}
-    arch = architecture(task, loaded, (cfg.embedder.name, node_options(cfg.embedder)),
-                        (cfg.head.name, node_options(cfg.head)))
+    _, arch = model_architecture(cfg, task, loaded, MethodConfig(name="select"))  # the task's embedder and head
     embedder = build_model(loaded, arch).embedder
     align = run_align(cfg, task, splits.train, loaded, embedder, folder, StageTimer())
     return {"body": body, "status": "ok", "width": loaded.body.hidden_size, "tokens": list(embedder.grid),

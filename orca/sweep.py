@@ -12,6 +12,7 @@ same folder still resumes from the stage checkpoints). A failure is recorded in
 """
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import time
@@ -118,9 +119,7 @@ def describe(run: Run) -> dict:
     source and steps, epochs, and, for a task whose config gives ORCA's training-set size
     (reference.train_samples: train + validation, what protocol=reference trains on), the
     optimiser steps and samples seen over its epochs."""
-    import math
-
-    from orca.align.sources import choose_source
+    from orca.align.sources import choose_source  # torch: only when asked
 
     cfg = check_overrides(run.command()[3:-1])
     f, a = cfg.finetune, cfg.align

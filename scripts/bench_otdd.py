@@ -88,8 +88,9 @@ def align_inputs(task: str, root: Path, source_root: Path, per_class_pool: int =
     samples of each target class, as `method=orca budget=cpu` builds them (seed 0)."""
     from orca.align.sources import load_source
     from orca.bodies import load_body
-    from orca.embedders import create_embedder
-    from orca.pipeline import _pooled_features, node_options
+    from orca.methods import MethodConfig
+    from orca.model import build_model
+    from orca.pipeline import _pooled_features, model_architecture, node_options
     from orca.tasks import create_task
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
@@ -99,7 +100,8 @@ def align_inputs(task: str, root: Path, source_root: Path, per_class_pool: int =
     t = create_task(cfg.task.name, **node_options(cfg.task))
     splits = t.load(cfg.data.root, download=False, max_samples=node_options(cfg.data.max_samples, drop=()), seed=0)
     loaded = load_body(cfg.body.name, cfg.body.path, pretrained=True)
-    embedder = create_embedder(cfg.embedder.name, t.input_shape, loaded.body, **node_options(cfg.embedder))
+    _, arch = model_architecture(cfg, t, loaded, MethodConfig(**node_options(cfg.method, drop=())))
+    embedder = build_model(loaded, arch).embedder
     a = cfg.align
     xs, ys, _ = load_source("conll2003", loaded, a.source_samples, a.seq_len, str(source_root), seed=0,
                             cache_dir=cfg.paths.cache_dir, download=False)

@@ -93,6 +93,7 @@ def test_paper_reference_config_is_orcas(compose_paper, task):
     assert (a.per_class, a.per_class_batch) == (orca["maxsamples"], orca["batch"])
     assert a.source_samples == 5000  # get_data(..., maxsize=5000)
     assert a.source == "auto" and a.text_fallback is False  # text bodies: CoNLL-2003; Swin: CIFAR-10 images
+    assert a.image_transform == "orca"  # data_loaders.py: load_cifar's crop, flip and CIFAR-10 statistics
     assert cfg.method.name == "orca" and cfg.method.trainable == "all"  # finetune_method: all
 
 
@@ -319,3 +320,19 @@ def test_clean_and_reference_differ_only_in_selection(compose_paper, task):
     assert clean.pop("protocol") == {"name": "clean", "select_on": "val"}
     assert reference.pop("protocol") == {"name": "reference", "select_on": "test"}
     assert clean == reference
+
+
+def test_a_task_without_orcas_hyperparameters_is_told_what_to_add(compose_paper):
+    """A new task's config may have no `reference:` block; budget=paper and protocol=reference
+    then stop before Hydra runs, naming it."""
+    from omegaconf import open_dict
+
+    from orca.errors import ConfigError
+    from orca.preflight import _check_references
+
+    cfg = compose_paper("ecg")
+    _check_references(cfg)
+    with open_dict(cfg):
+        del cfg["reference"]
+    with pytest.raises(ConfigError, match="add one to its config"):
+        _check_references(cfg)

@@ -56,6 +56,29 @@ def test_image_folder_source_is_the_swin_stem_mean_pooled(swin, tmp_path):
     assert torch.allclose(feats[0], tokens.mean(1)[0], atol=1e-4)
 
 
+def test_orca_image_transform_is_cifar_crop_mirror_and_statistics(swin, tmp_path):
+    """ORCA's CIFAR-10 source (align.image_transform=orca): a random crop padded by 4 and a mirror
+    (seeded), CIFAR-10's statistics; cached apart from the ImageNet features."""
+    from orca.align.sources import CIFAR10_ORCA_MEAN, CIFAR10_ORCA_STD, image_transform
+
+    grey = Image.fromarray(np.full((32, 32, 3), 128, np.uint8))
+    torch.manual_seed(0)
+    out = image_transform("orca", 32)(grey)  # (3, 32, 32): a shift of at most 4 keeps the centre inside
+    expected = (128 / 255 - torch.tensor(CIFAR10_ORCA_MEAN)) / torch.tensor(CIFAR10_ORCA_STD)
+    assert torch.allclose(out[:, 16, 16], expected, atol=1e-6)
+    shifted = [(image_transform("orca", 32)(grey)[0] != out[0, 16, 16]).any() for _ in range(20)]
+    assert any(shifted)  # the zero padding shows at a border whenever the crop moves
+    folder = write_image_folder(tmp_path / "images")
+    kwargs = dict(loaded=swin, num_samples=12, seq_len=32, root=str(folder), cache_dir=tmp_path / "cache")
+    plain, _, _ = load_source("image-folder", seed=0, **kwargs)
+    orca, _, description = load_source("image-folder", seed=0, image_transform="orca", **kwargs)
+    again, _, cached = load_source("image-folder", seed=0, image_transform="orca", **kwargs)
+    assert "orca transform" in description and "(cached)" in cached and torch.equal(orca, again)
+    assert not torch.allclose(plain, orca)
+    with pytest.raises(ConfigError, match="known: imagenet, orca"):
+        image_transform("cifar", 32)
+
+
 def test_image_folder_source_needs_a_folder(swin, tmp_path):
     with pytest.raises(DataNotFoundError, match="source_root"):
         load_source("image-folder", swin, 4, 32, str(tmp_path / "nothing"), seed=0, cache_dir=tmp_path / "cache")
@@ -74,9 +97,15 @@ def test_swin_runs_on_images(make_cfg, tmp_path, method):
 
 
 def test_swin_refuses_a_grid_too_small_for_its_windows(make_cfg):
-    """FPT's linear patches of an 8x8 digit make a 4x4 grid; the tiny Swin needs 8x8."""
+    """Linear patches of an 8x8 digit make a 4x4 grid; the tiny Swin needs 8x8."""
     with pytest.raises(ConfigError, match="at least 8x8.*swin_patch"):
-        train(make_cfg("task=digits", *SWIN, "method=fpt"))
+        train(make_cfg("task=digits", *SWIN, "embedder=linear_patch"))
+
+
+def test_fpt_keeps_a_swin_bodys_own_patch_embedder(make_cfg):
+    """FPT's linear patch layer cannot give a Swin its grid: FPT trains the Swin's own."""
+    record = train(make_cfg("task=digits", *SWIN, "method=fpt", "finetune.max_steps=2"))
+    assert record["finetune"]["embedder"] == "swin_patch" and record["method"] == "fpt"
 
 
 def test_kmeans_pseudo_labels_find_separated_clusters():

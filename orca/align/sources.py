@@ -24,6 +24,7 @@ Features are cached on disk per (body, source, size, seed); see :func:`load_sour
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import re
@@ -127,22 +128,44 @@ def pydoc_topics(loaded: LoadedBody, num_samples: int, seq_len: int, root: str |
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-@torch.no_grad()
-def embed_images(loaded: LoadedBody, dataset, indices: np.ndarray, batch_size: int = 64) -> torch.Tensor:
-    """Images of a torchvision dataset -> (n, D) mean over patches of the body's own patch
-    embedding."""
+# ORCA's CIFAR-10 statistics (src/data_loaders.py: load_cifar), as its source images use them
+CIFAR10_ORCA_MEAN, CIFAR10_ORCA_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+IMAGE_TRANSFORMS = ("imagenet", "orca")  # align.image_transform
+
+
+def image_transform(name: str, size: int):
+    """PIL image -> (3, size, size) float tensor. "imagenet": resized, ImageNet statistics (what
+    Swin was trained on). "orca": as ORCA's CIFAR-10 source (src/data_loaders.py: load_cifar,
+    its training transforms; src/embedder.py: get_tgt_model resizes): a random crop of the image
+    padded by 4, a random mirror, CIFAR-10 statistics, resized."""
     from torchvision.transforms import v2
 
+    if name not in IMAGE_TRANSFORMS:
+        raise ConfigError(f"align.image_transform={name!r}; known: {', '.join(IMAGE_TRANSFORMS)}")
+    tensor = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
+    if name == "imagenet":
+        return v2.Compose([*tensor, v2.Resize((size, size)), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    crop = v2.Lambda(lambda image: v2.RandomCrop(image.size[::-1], padding=4)(image))  # (H, W) of a PIL image
+    return v2.Compose([crop, v2.RandomHorizontalFlip(), *tensor, v2.Normalize(CIFAR10_ORCA_MEAN, CIFAR10_ORCA_STD),
+                       v2.Resize((size, size))])
+
+
+@torch.no_grad()
+def embed_images(loaded: LoadedBody, dataset, indices: np.ndarray, batch_size: int = 64,
+                 transform: str = "imagenet", seed: int = 0) -> torch.Tensor:
+    """Images of a torchvision dataset -> (n, D) mean over patches of the body's own patch
+    embedding, each image as `transform` (:func:`image_transform`) makes it; a random
+    transform draws from `seed`."""
     if loaded.image_embeddings is None:
         raise ConfigError(f"an image source needs a vision body (e.g. body=swin-base); {loaded.key!r} is not one")
-    size = loaded.body.image_size
-    transform = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Resize((size, size)),
-                            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    prepare = image_transform(transform, loaded.body.image_size)
     out = []
-    for start in tqdm(range(0, len(indices), batch_size), desc="source features", leave=False):
-        images = torch.stack([transform(dataset[int(i)][0].convert("RGB")) for i in indices[start : start + batch_size]])
-        tokens, _ = loaded.image_embeddings(images)  # (b, N, D)
-        out.append(tokens.mean(1))
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for start in tqdm(range(0, len(indices), batch_size), desc="source features", leave=False):
+            images = torch.stack([prepare(dataset[int(i)][0].convert("RGB")) for i in indices[start : start + batch_size]])
+            tokens, _ = loaded.image_embeddings(images)  # (b, N, D)
+            out.append(tokens.mean(1))
     return torch.cat(out)
 
 
@@ -151,7 +174,8 @@ def _sample(targets, num_samples: int, seed: int) -> np.ndarray:
 
 
 @SOURCES.register("cifar10")
-def cifar10(loaded: LoadedBody, num_samples: int, seq_len: int, root: str | None, seed: int, download: bool = True):
+def cifar10(loaded: LoadedBody, num_samples: int, seq_len: int, root: str | None, seed: int, download: bool = True,
+            transform: str = "imagenet"):
     from torchvision.datasets import CIFAR10
 
     folder = Path(root or "data/cifar10").expanduser()
@@ -164,13 +188,14 @@ def cifar10(loaded: LoadedBody, num_samples: int, seq_len: int, root: str | None
             "folder: align.source=image-folder align.source_root=PATH"
         ) from None
     keep = _sample(dataset.targets, num_samples, seed)
-    feats = embed_images(loaded, dataset, keep)
-    return feats, torch.tensor(dataset.targets)[keep], f"cifar10 from {folder}: {len(keep)} training images"
+    feats = embed_images(loaded, dataset, keep, transform=transform, seed=seed)
+    return (feats, torch.tensor(dataset.targets)[keep],
+            f"cifar10 from {folder}: {len(keep)} training images, {transform} transform")
 
 
 @SOURCES.register("image-folder")
 def image_folder(loaded: LoadedBody, num_samples: int, seq_len: int, root: str | None, seed: int,
-                 download: bool = True):
+                 download: bool = True, transform: str = "imagenet"):
     from torchvision.datasets import ImageFolder
 
     if root is None or not Path(root).expanduser().is_dir():
@@ -178,9 +203,9 @@ def image_folder(loaded: LoadedBody, num_samples: int, seq_len: int, root: str |
                                 f"files (got {root!r})")
     dataset = ImageFolder(str(Path(root).expanduser()))
     keep = _sample(dataset.targets, num_samples, seed)
-    feats = embed_images(loaded, dataset, keep)
+    feats = embed_images(loaded, dataset, keep, transform=transform, seed=seed)
     return (feats, torch.tensor(dataset.targets)[keep],
-            f"image folder {root}: {len(keep)} images, {len(dataset.classes)} classes")
+            f"image folder {root}: {len(keep)} images, {len(dataset.classes)} classes, {transform} transform")
 
 
 def choose_source(source: str, root: str | None, text_fallback: bool, images: bool) -> str:
@@ -202,10 +227,16 @@ def choose_source(source: str, root: str | None, text_fallback: bool, images: bo
 
 
 def load_source(name: str, loaded: LoadedBody, num_samples: int, seq_len: int, root: str | None,
-                seed: int, cache_dir: str | Path, download: bool = True):
+                seed: int, cache_dir: str | Path, download: bool = True, image_transform: str = "imagenet"):
     """(features (n, D) float32, labels (n,) int64, description), cached on disk per
-    (body, source, root, size, seed)."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{loaded.key}__{name}__{root or ''}__{num_samples}x{seq_len}_s{seed}")
+    (body, source, root, size, seed, and an image source's transform when not "imagenet")."""
+    source = SOURCES.get(name)
+    options = {}
+    if "transform" in inspect.signature(source).parameters:  # an image source
+        options["transform"] = image_transform
+    variant = "" if options.get("transform", "imagenet") == "imagenet" else f"_{image_transform}"
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_",
+                  f"{loaded.key}__{name}__{root or ''}__{num_samples}x{seq_len}_s{seed}{variant}")
     path = Path(cache_dir).expanduser() / "sources" / f"{safe}.pt"
     if path.exists():
         try:
@@ -214,7 +245,7 @@ def load_source(name: str, loaded: LoadedBody, num_samples: int, seq_len: int, r
             return cached["features"], cached["labels"], cached["description"] + " (cached)"
         except Exception as exc:  # a truncated or foreign file: a cache is rebuilt, never trusted
             log.warning("source-feature cache %s is unreadable (%s: %s); rebuilding it", path, type(exc).__name__, exc)
-    feats, labels, description = SOURCES.get(name)(loaded, num_samples, seq_len, root, seed, download=download)
+    feats, labels, description = source(loaded, num_samples, seq_len, root, seed, download=download, **options)
     if len(torch.unique(labels)) < 2:
         raise DataNotFoundError(f"source {name!r} gave fewer than 2 classes ({description})")
     path.parent.mkdir(parents=True, exist_ok=True)
