@@ -38,7 +38,7 @@ from orca.errors import ConfigError
 from orca.methods import MethodConfig
 from orca.model import OrcaModel, architecture, build_model
 from orca.preflight import check_run_folder
-from orca.record import StageTimer, package_versions, peak_rss_mb, summary, write_record
+from orca.record import StageTimer, machine, package_versions, peak_rss_mb, summary, write_record
 from orca.registry import DISTANCES, EMBEDDERS, HEADS, import_plugin
 from orca.resume import EpochSampler, ExactResume, SaveTimes
 from orca.stages import LOOPS, AlignStage, ClassBatchSampler, FinetuneStage, LinearProbeFirst, OrcaLoop
@@ -415,7 +415,7 @@ def train(cfg: DictConfig) -> dict:
         "time_s": timer.totals(), "attempts": timer.attempts, "peak_rss_mb": round(peak_rss_mb(), 1),
         "peak_rss_mb_by_stage": timer.peak_rss_mb,
         "data_sizes": splits.sizes(), "params": parts["params"],
-        "checkpoint": parts.get("checkpoint"), "versions": package_versions(),
+        "checkpoint": parts.get("checkpoint"), "versions": package_versions(), "machine": machine(),
         "model": parts.get("model"),  # the architecture: orca/model.py, orca/export.py
         "config": OmegaConf.to_container(cfg, resolve=True),
     }

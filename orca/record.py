@@ -71,6 +71,33 @@ def package_versions() -> dict[str, str]:
     return {name: version(name) for name in PACKAGES}
 
 
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")  # what decides fp32/bf16 speed here
+
+
+def machine() -> dict:
+    """What a time-budgeted number depends on: the CPU model, its cores, torch's threads, the
+    instruction sets that matter (AVX-512, AMX; Linux's /proc/cpuinfo), and any accelerator."""
+    import os
+    import platform
+
+    import torch
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+    except OSError:  # not Linux: the flags stay unknown
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "flags": [f for f in SPEED_FLAGS if f in flags],
+            "accelerator": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
 def write_record(run_dir: Path, record: dict) -> Path:
     path = Path(run_dir) / RECORD_NAME
     tmp = path.with_suffix(".tmp")
@@ -103,6 +130,11 @@ def summary(record: dict) -> str:
         rows.append(("classical model", f"{c['model']}, {c['strength_name']} = {c['chosen']:g} (chosen on validation)"))
     rows.append(("time (s)", ", ".join(f"{k} {v:.1f}" for k, v in record["time_s"].items())))
     rows.append(("peak RSS (MiB)", f"{record['peak_rss_mb']:.0f}"))
+    if record.get("machine"):
+        m = record["machine"]
+        rows.append(("machine", f"{m['cpu']}, {m['cores']} cores, {m['torch_threads']} threads"
+                                f"{', ' + ' '.join(m['flags']) if m['flags'] else ''}"
+                                f"{', ' + m['accelerator'] if m['accelerator'] else ''}"))
     paper = record.get("paper") or {}
     if paper:
         rows.append(("paper (published)", ", ".join(f"{k} {v}" for k, v in paper.items())))

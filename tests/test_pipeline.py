@@ -1,5 +1,6 @@
 """The three stages end to end on a tiny random body and tiny data, through train(cfg)."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,6 +32,10 @@ def test_orca_three_stages_on_ecg(make_cfg, ecg_root, tmp_path):
     assert align["steps"] == cfg.align.steps and align["classes"] == 4 and align["distance_s_per_step"] > 0
     assert {"data", "embed", "source", "align", "finetune", "test", "total"} <= set(on_disk["time_s"])
     assert on_disk["peak_rss_mb"] > 0 and on_disk["config"]["task"]["name"] == "ecg"
+    machine = on_disk["machine"]  # what a time-budgeted number depends on
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    assert machine["cores"] >= 1 and machine["torch_threads"] >= 1 and machine["cpu"]
+    assert ("avx2" in machine["flags"]) == (" avx2" in cpuinfo) and machine["accelerator"] is None
     assert (run / "checkpoints" / "align.pt").exists()
     assert record["metrics"] == on_disk["metrics"]
 

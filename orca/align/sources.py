@@ -163,7 +163,8 @@ def embed_images(loaded: LoadedBody, dataset, indices: np.ndarray, batch_size: i
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         for start in tqdm(range(0, len(indices), batch_size), desc="source features", leave=False):
-            images = torch.stack([prepare(dataset[int(i)][0].convert("RGB")) for i in indices[start : start + batch_size]])
+            batch = indices[start : start + batch_size]
+            images = torch.stack([prepare(dataset[int(i)][0].convert("RGB")) for i in batch])  # (b, 3, S, S)
             tokens, _ = loaded.image_embeddings(images)  # (b, N, D)
             out.append(tokens.mean(1))
     return torch.cat(out)
