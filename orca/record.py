@@ -98,6 +98,12 @@ def machine() -> dict:
             "accelerator": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
+def machine_text(m: dict) -> str:
+    """A record's machine in one line: "AMD EPYC, 2 cores, 2 threads, avx2"."""
+    return (f"{m['cpu']}, {m['cores']} cores, {m['torch_threads']} threads"
+            f"{', ' + ' '.join(m['flags']) if m['flags'] else ''}{', ' + m['accelerator'] if m['accelerator'] else ''}")
+
+
 def write_record(run_dir: Path, record: dict) -> Path:
     path = Path(run_dir) / RECORD_NAME
     tmp = path.with_suffix(".tmp")
@@ -131,10 +137,7 @@ def summary(record: dict) -> str:
     rows.append(("time (s)", ", ".join(f"{k} {v:.1f}" for k, v in record["time_s"].items())))
     rows.append(("peak RSS (MiB)", f"{record['peak_rss_mb']:.0f}"))
     if record.get("machine"):
-        m = record["machine"]
-        rows.append(("machine", f"{m['cpu']}, {m['cores']} cores, {m['torch_threads']} threads"
-                                f"{', ' + ' '.join(m['flags']) if m['flags'] else ''}"
-                                f"{', ' + m['accelerator'] if m['accelerator'] else ''}"))
+        rows.append(("machine", machine_text(record["machine"])))
     paper = record.get("paper") or {}
     if paper:
         rows.append(("paper (published)", ", ".join(f"{k} {v}" for k, v in paper.items())))

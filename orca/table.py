@@ -12,7 +12,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orca.record import RECORD_NAME
+from orca.record import RECORD_NAME, machine_text
 from orca.sweep import Run
 
 PUBLISHED_ROWS = ("Hand-designed", "NAS-Bench-360", "DASH", "Perceiver IO", "FPT", "ORCA")
@@ -213,9 +213,10 @@ def alignment_markdown(table: Table) -> str:
             lines.append(f"| {task} | {method} | {_mean_std(before)} | {_mean_std(after)} | {100 * change:+.1f} % "
                          f"| {steps} | {_mean_std(per_step) if per_step else '—'} | {aligned[0]['source'].split(':')[0]} |")
     lines += ["", "Mean wall-clock seconds per stage over seeds, fine-tuning steps done (each seed's), mean seconds "
-              "per fine-tuning step, trainable and total parameters, and peak resident memory.", "",
+              "per fine-tuning step, trainable and total parameters, peak resident memory, and the machines the "
+              "seeds ran on (records older than that field: —).", "",
               "| task | method | " + " | ".join(STAGES) + " | steps | s/step | trainable / total params "
-              "| peak RSS (MiB) |", "|---" * (len(STAGES) + 6) + "|"]
+              "| peak RSS (MiB) | machine |", "|---" * (len(STAGES) + 7) + "|"]
     for task in table.tasks:
         for method in table.methods:
             records = table.cells[method, task].records
@@ -231,7 +232,9 @@ def alignment_markdown(table: Table) -> str:
             per_step = fmt(statistics.fmean(f["seconds_per_step"] for f in tuned), 3) if tuned else "—"
             params = records[0].get("params") or {}
             counts = f"{params['trainable'] / 1e6:.3g}M / {params['total'] / 1e6:.3g}M" if params.get("total") else "—"
-            lines.append(f"| {task} | {method} | " + " | ".join(times) + f" | {steps} | {per_step} | {counts} | {rss:.0f} |")
+            machines = "; ".join(dict.fromkeys(machine_text(r["machine"]) for r in records if r.get("machine"))) or "—"
+            lines.append(f"| {task} | {method} | " + " | ".join(times)
+                         + f" | {steps} | {per_step} | {counts} | {rss:.0f} | {machines} |")
     return "\n".join(lines) + "\n"
 
 

@@ -10,15 +10,15 @@ import pytest
 from conftest import ROOT
 from orca.errors import ConfigError
 from orca.sweep import SUITES, Suite, plan
-from orca.table import collect, markdown, versus_markdown, write_all
+from orca.table import alignment_markdown, collect, markdown, versus_markdown, write_all
 
 SCRIPT = ROOT / "scripts" / "reproduce_table.py"
 
 
-def fake_record(run, error, before=10.0, after=8.0, select_on="val"):
+def fake_record(run, error, before=10.0, after=8.0, select_on="val", machine=None):
     run.folder.mkdir(parents=True, exist_ok=True)
     record = {"task": run.task, "method": run.method, "seed": run.seed, "error_name": "0-1 error %",
-              "protocol": {"select_on": select_on},
+              "protocol": {"select_on": select_on}, "machine": machine,
               "metrics": {"test": {"error": error}, "val": {"error": error}}, "paper": {"ORCA": 1.0},
               "align": {"before": before, "after": after, "source": "pydoc-topics: x"} if run.method == "orca" else None,
               "time_s": {"data": 1.0, "finetune": 10.0 + run.seed, "test": 2.0, "total": 13.0 + run.seed},
@@ -74,6 +74,19 @@ def test_reference_protocol_runs_apart_and_in_rows_of_their_own(tmp_path):
     assert "| orca (reference: selected on test) (ours) | 2 (n=1) |" in text and "| ORCA (published) | 1 |" in text
     with pytest.raises(ConfigError, match="known: clean, reference"):
         plan(suite, tmp_path, protocol="orca")
+
+
+def test_stage_table_names_the_machines(tmp_path):
+    suite = Suite(tasks=("ta",), methods=("orca", "fpt"), seeds=(0, 1), budget="cpu")
+    runs = plan(suite, tmp_path)
+    epyc = {"cpu": "AMD EPYC", "cores": 2, "torch_threads": 2, "flags": ["avx2"], "accelerator": None}
+    xeon = {"cpu": "Intel Xeon", "cores": 2, "torch_threads": 2, "flags": ["avx512f", "amx_tile"], "accelerator": None}
+    for run, machine in zip(runs, (epyc, xeon, None, None)):  # orca s0, s1; fpt s0, s1 (older records)
+        fake_record(run, 3.0, machine=machine)
+    rows = [line for line in alignment_markdown(collect(runs)).splitlines() if line.startswith("| ta |")]
+    stage_rows = rows[-2:]  # after the OTDD rows
+    assert stage_rows[0].endswith("| AMD EPYC, 2 cores, 2 threads, avx2; Intel Xeon, 2 cores, 2 threads, avx512f amx_tile |")
+    assert stage_rows[1].endswith("| — |")
 
 
 def test_published_rows_only_when_asked(tmp_path):
