@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 import resource
 import time
 from contextlib import contextmanager
@@ -77,10 +79,7 @@ SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")  # what
 def machine() -> dict:
     """What a time-budgeted number depends on: the CPU model, its cores, torch's threads, the
     instruction sets that matter (AVX-512, AMX; Linux's /proc/cpuinfo), and any accelerator."""
-    import os
-    import platform
-
-    import torch
+    import torch  # here: the sweep and table read records without torch
 
     model, flags = platform.processor() or platform.machine(), set()
     try:

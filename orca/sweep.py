@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from omegaconf import DictConfig
+
 from orca.errors import ConfigError
 from orca.preflight import check_overrides, known_options
 from orca.record import RECORD_NAME
@@ -94,9 +96,10 @@ def split_names(values: list[str] | None) -> list[str] | None:
     return None if values is None else [v for value in values for v in value.split(",") if v]
 
 
-def check_runs(runs: list[Run]) -> None:
+def check_runs(runs: list[Run]) -> dict[Run, DictConfig]:
     """Before anything is launched: every task and method name is known, and each task's
-    command composes with keys and values of the right types (orca/preflight.py)."""
+    command composes with keys and values of the right types (orca/preflight.py). Returns
+    each task's first run with its composed config."""
     for group, names in (("task", {r.task for r in runs}), ("method", {r.method for r in runs})):
         known = known_options(group)
         unknown = sorted(names - set(known))
@@ -106,22 +109,20 @@ def check_runs(runs: list[Run]) -> None:
     first = {}
     for run in runs:
         first.setdefault(run.task, run)
-    for run in first.values():
-        check_overrides(run.command()[3:-1])  # the overrides, without the interpreter and the run folder
+    return {run: check_overrides(run.command()[3:-1]) for run in first.values()}  # without interpreter and folder
 
 
 PROTOCOLS = ("clean", "reference")
 REFERENCE_ROW = "{method} (reference: selected on test)"  # a method's table row under protocol=reference
 
 
-def describe(run: Run) -> dict:
-    """What a run will do, from its composed config alone (nothing loaded): body, alignment
-    source and steps, epochs, and, for a task whose config gives ORCA's training-set size
-    (reference.train_samples: train + validation, what protocol=reference trains on), the
-    optimiser steps and samples seen over its epochs."""
+def describe(run: Run, cfg: DictConfig) -> dict:
+    """What a run will do, from its composed config `cfg` alone (nothing loaded): body,
+    alignment source and steps, epochs, and, for a task whose config gives ORCA's
+    training-set size (reference.train_samples: train + validation, what protocol=reference
+    trains on), the optimiser steps and samples seen over its epochs."""
     from orca.align.sources import choose_source  # torch: only when asked
 
-    cfg = check_overrides(run.command()[3:-1])
     f, a = cfg.finetune, cfg.align
     try:
         source = choose_source(a.source, a.source_root, a.text_fallback, images=cfg.embedder.name == "swin_patch")

@@ -53,8 +53,8 @@ class Table:
     def best(self, task: str) -> str | None:
         """The method with the lowest mean error on `task` (None if no run finished), among the
         rows whose models were selected on validation."""
-        cells = {m: self.cells[m, task] for m in self.methods}
-        means = {m: c.mean for m, c in cells.items() if c.mean is not None and not c.selected_on_test}
+        cells = [(m, self.cells[m, task]) for m in self.methods]
+        means = {m: c.mean for m, c in cells if c.mean is not None and not c.selected_on_test}
         return min(means, key=means.get) if means else None
 
 
@@ -79,9 +79,9 @@ def collect(runs: list[Run], published: bool = False) -> Table:
 
 
 def describe_markdown(rows: list[dict]) -> str:
-    """The runs a sweep plans, a row per (task, method), as :func:`orca.sweep.describe` gives
-    them; optimiser steps and samples seen over the epochs where ORCA's training-set size is
-    known (protocol=reference)."""
+    """What a sweep's runs will do, a row per task (its first run), as :func:`orca.sweep.describe`
+    gives them; optimiser steps and samples seen over the epochs where ORCA's training-set size
+    is known (protocol=reference)."""
     lines = ["| task | method | body | protocol | alignment source | align steps | epochs | batch x accum "
              "| optimiser steps | samples seen |", "|---" * 10 + "|"]
     for r in rows:

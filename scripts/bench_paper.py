@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import statistics
 import sys
 import time
@@ -39,6 +38,7 @@ from orca.bodies import LoadedBody, wrap_hf_model, wrap_swin_model  # noqa: E402
 from orca.methods import MethodConfig  # noqa: E402
 from orca.model import OrcaModel, build_model  # noqa: E402
 from orca.pipeline import model_architecture, node_options  # noqa: E402
+from orca.record import machine, machine_text  # noqa: E402
 from orca.stages import FinetuneStage  # noqa: E402
 from orca.sweep import SUITES  # noqa: E402
 from orca.tasks import Task, create_task  # noqa: E402
@@ -250,14 +250,9 @@ def assumptions(results: list[Result], batch: int | None, tiny: bool) -> list[st
     return notes
 
 
-def machine(device: torch.device) -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+def machine_line(device: torch.device) -> str:
     where = (f"GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "this CPU")
-    return (f"CPU {cpu}; torch {torch.__version__}; {torch.get_num_threads()} threads; fp32; measured on {where}; "
+    return (f"CPU {machine_text(machine())}; torch {torch.__version__}; fp32; measured on {where}; "
             "GPU figures only where measured (--device cuda)")
 
 
@@ -279,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     for note in assumptions(results, args.batch, args.tiny):
         print(f"- {note}")
-    print(machine(device))
+    print(machine_line(device))
     return 0
 
 

@@ -50,14 +50,17 @@ def main(argv: list[str] | None = None) -> int:
         seeds = split_names(args.seeds)
         if seeds is not None and not all(s.isdigit() for s in seeds):
             raise ConfigError(f"--seeds takes integers (0 1 2 or 0,1,2), not {' '.join(args.seeds)!r}")
-        runs = plan(suite, out, split_names(args.tasks), split_names(args.methods), seeds and list(map(int, seeds)),
-                    args.budget, parse_data_roots(args.data_root), tuple(args.override), protocol=args.protocol)
-        if not args.table_only:
-            check_runs(runs)
+        def planned(protocol: str):
+            return plan(suite, out, split_names(args.tasks), split_names(args.methods),
+                        seeds and list(map(int, seeds)), args.budget, parse_data_roots(args.data_root),
+                        tuple(args.override), protocol=protocol)
+
+        runs = planned(args.protocol)
+        first = {} if args.table_only else check_runs(runs)
     except OrcaError as exc:
         parser.error(str(exc))
-    if args.dry_run:  # per task (its first method's run), then every run
-        print(describe_markdown([describe(r) for r in {r.task: r for r in reversed(runs)}.values()][::-1]) + "\n")
+    if args.dry_run:  # per task (its first run), then every run
+        print(describe_markdown([describe(run, cfg) for run, cfg in first.items()]) + "\n")
         for run in runs:
             state = "done" if run.done else "failed, will retry" if run.failed else "to run"
             print(f"{run.task:<10} {run.method:<9} seed {run.seed}  [{state}]  {' '.join(run.command()[1:])}")
@@ -68,9 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.table_only:
         counts = run_missing(runs)
         print(f"sweep: {counts} in {(time.perf_counter() - t0) / 60:.1f} min")
-    other = plan(suite, out, split_names(args.tasks), split_names(args.methods), seeds and list(map(int, seeds)),
-                 args.budget, parse_data_roots(args.data_root), tuple(args.override),
-                 protocol="reference" if args.protocol == "clean" else "clean")
+    other = planned("reference" if args.protocol == "clean" else "clean")
     table = collect(runs + [r for r in other if r.done], published=suite.published)  # both protocols, where run
     budget = args.budget or suite.budget
     paths = write_all(table, out, f"Suite {args.suite}, budget={budget}")

@@ -218,12 +218,12 @@ def choose_source(source: str, root: str | None, text_fallback: bool, images: bo
         return source
     if images:
         return "image-folder" if root else "cifar10"
-    if root or not text_fallback:
-        if not root:
-            raise ConfigError("this run aligns a text body to CoNLL-2003, as ORCA does (budget=paper): give its "
-                              "folder as align.source_root=PATH (train.txt there, downloaded into it when online), "
-                              "or align.text_fallback=true for Python's help text instead")
+    if root:
         return "conll2003"
+    if not text_fallback:
+        raise ConfigError("this run aligns a text body to CoNLL-2003, as ORCA does (budget=paper): give its "
+                          "folder as align.source_root=PATH (train.txt there, downloaded into it when online), "
+                          "or align.text_fallback=true for Python's help text instead")
     return "pydoc-topics"
 
 
@@ -232,10 +232,9 @@ def load_source(name: str, loaded: LoadedBody, num_samples: int, seq_len: int, r
     """(features (n, D) float32, labels (n,) int64, description), cached on disk per
     (body, source, root, size, seed, and an image source's transform when not "imagenet")."""
     source = SOURCES.get(name)
-    options = {}
-    if "transform" in inspect.signature(source).parameters:  # an image source
-        options["transform"] = image_transform
-    variant = "" if options.get("transform", "imagenet") == "imagenet" else f"_{image_transform}"
+    images = "transform" in inspect.signature(source).parameters  # an image source
+    options = {"transform": image_transform} if images else {}
+    variant = f"_{image_transform}" if images and image_transform != "imagenet" else ""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_",
                   f"{loaded.key}__{name}__{root or ''}__{num_samples}x{seq_len}_s{seed}{variant}")
     path = Path(cache_dir).expanduser() / "sources" / f"{safe}.pt"
