@@ -257,6 +257,20 @@ class SwinPatchEmbedder(Embedder):
         return self.add_positions(self.norm(tokens))
 
 
+DEFAULT_FOR_RANK = {2: "conv1d", 3: "patch2d"}  # (C, L) series; (C, H, W) images and fields
+
+
+def default_embedder(task_name: str, input_shape) -> str:
+    """The embedder of a task that names none (a new modality registered from outside):
+    ORCA's conv1d for (C, L) inputs, patch2d for (C, H, W)."""
+    name = DEFAULT_FOR_RANK.get(len(input_shape))
+    if name is None:
+        raise ConfigError(f"task {task_name!r} takes inputs shaped {tuple(input_shape)} and names no embedder, and "
+                          f"only (C, L) and (C, H, W) inputs have a default ({', '.join(DEFAULT_FOR_RANK.values())}); "
+                          "name one with embedder=NAME (register your own for other shapes)")
+    return name
+
+
 MAX_RULE_VALUES_PER_TOKEN = 65536  # beyond this the rule's patch projection alone is too large
 
 

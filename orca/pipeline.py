@@ -34,6 +34,7 @@ from orca.align.sources import choose_source, load_source
 from orca.bodies import load_body
 from orca.budget import StepPlan, calibrate, fixed_plan, plan_steps
 from orca.classical import fit_classical
+from orca.embedders import default_embedder
 from orca.errors import ConfigError
 from orca.methods import MethodConfig
 from orca.model import OrcaModel, architecture, build_model
@@ -328,7 +329,12 @@ def model_architecture(cfg: DictConfig, task: Task, loaded, method: MethodConfig
     builds around `loaded`: the task's (or the method's) embedder with its options, and the
     head. ORCA's dense decoder (head.decoder=pixel_shuffle) upsamples by the body's own
     encoder stride where it has one (Swin: 32, as SwinForMaskedImageModeling)."""
-    embedder_name = choose_embedder(cfg.embedder.name, method, vision_body=loaded.image_embeddings is not None)
+    configured = cfg.embedder.name
+    if configured is None:  # a task from outside that names no embedder
+        configured = default_embedder(task.name, task.input_shape)
+        log.info("task %s names no embedder: %s, the default for its %d-dimensional inputs", task.name, configured,
+                 len(task.input_shape) - 1)
+    embedder_name = choose_embedder(configured, method, vision_body=loaded.image_embeddings is not None)
     embedder_options = _options_for(EMBEDDERS.get(embedder_name), node_options(cfg.embedder), "embedder",
                                     embedder_name)
     head_options = _options_for(HEADS.get(cfg.head.name), node_options(cfg.head), "head", cfg.head.name)
