@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from orca.bodies import Body
+from orca.choices import EMBEDDER_INITS
 from orca.errors import ConfigError
 from orca.registry import EMBEDDERS
 
@@ -100,8 +101,7 @@ class Embedder(nn.Module):
         return tokens if self.position_embeddings is None else tokens + self.position_embeddings
 
 
-CONV1D_INITS = ("default", "orca")
-SWIN_PATCH_INITS = ("mean", "orca")
+CONV1D_INITS, SWIN_PATCH_INITS = EMBEDDER_INITS["conv1d"], EMBEDDER_INITS["swin_patch"]
 
 
 @EMBEDDERS.register("conv1d")

@@ -25,6 +25,10 @@ class RunExistsError(OrcaError):
     """The run folder already holds a finished run; nothing is overwritten."""
 
 
+class RunFolderBusyError(OrcaError):
+    """Another live process runs in the run folder (holds its lock); the message names it."""
+
+
 class DataError(OrcaError):
     """Data that cannot be used: a corrupt or truncated file (named), NaN or inf values, a
     class without training samples."""

@@ -11,10 +11,9 @@ import math
 import torch
 from torch import nn
 
+from orca.choices import DECODERS, POOLS
 from orca.errors import ConfigError
 from orca.registry import HEADS
-
-POOLS = ("mean", "last")
 
 
 @HEADS.register("pooled")
@@ -37,7 +36,6 @@ class PooledHead(nn.Module):
         return self.linear(pooled)
 
 
-DECODERS = ("linear", "pixel_shuffle")
 RGB = 3  # Swin's num_channels: the pixel-shuffle decoder reconstructs RGB images
 SWIN_INITIALIZER_RANGE = 0.02  # Swin's config.initializer_range: std of Hugging Face's init of its decoder
 

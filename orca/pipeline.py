@@ -6,16 +6,19 @@
 
 Each finished stage leaves a checkpoint in ``<run>/checkpoints``; a run restarted in the
 same folder skips the stages that finished. A folder that holds a finished run's
-``results.json`` is refused, so nothing is overwritten.
+``results.json`` is refused, so nothing is overwritten; so is a folder a live run holds
+(orca/lock.py: one writer a folder).
 """
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import logging
 import re
 import statistics
 import time
+from contextlib import nullcontext
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,7 +27,6 @@ import numpy as np
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
@@ -32,23 +34,26 @@ from torch.utils.data import DataLoader, Dataset
 from orca.adapters import add_lora, lora_options
 from orca.align.sources import choose_source, load_source
 from orca.bodies import load_body
-from orca.budget import StepPlan, calibrate, fixed_plan, plan_steps
+from orca.budget import PlanCheck, StepPlan, calibrate, check_plan, check_step, fixed_plan, plan_steps
+from orca.choices import LOOPS, SELECT_ON
 from orca.classical import fit_classical
 from orca.embedders import default_embedder
 from orca.errors import ConfigError
+from orca.lock import RunLock
+from orca.loggers import log_record, stage_logger
 from orca.methods import MethodConfig
 from orca.model import OrcaModel, architecture, build_model
+from orca.plan_cache import cached_plan, keep_plan, worth_keeping
 from orca.preflight import check_run_folder
 from orca.record import StageTimer, machine, package_versions, peak_rss_mb, summary, write_record
 from orca.registry import DISTANCES, EMBEDDERS, HEADS, import_plugin
 from orca.resume import EpochSampler, ExactResume, SaveTimes
-from orca.stages import LOOPS, AlignStage, ClassBatchSampler, FinetuneStage, LinearProbeFirst, OrcaLoop
+from orca.stages import AlignStage, ClassBatchSampler, FinetuneStage, LinearProbeFirst, OrcaLoop
 from orca.tasks import Task, create_task, inputs_of, labels_of
 
 log = logging.getLogger(__name__)
 
 
-SELECT_ON = ("val", "test")  # protocol.select_on
 REFERENCE_LABEL = "reference protocol: selected on test, as ORCA's code does"
 
 
@@ -57,8 +62,9 @@ def node_options(node: DictConfig, drop: tuple[str, ...] = ("name",)) -> dict:
 
 
 def _trainer(cfg: DictConfig, run_dir: Path, stage: str, **kwargs) -> L.Trainer:
+    logger = stage_logger(cfg, run_dir, stage)  # logger=csv: <run>/logs/<stage> (orca/loggers.py)
     try:
-        return L.Trainer(logger=CSVLogger(run_dir, name="logs", version=stage), num_sanity_val_steps=0,
+        return L.Trainer(logger=logger, num_sanity_val_steps=0,
                          enable_model_summary=False, **node_options(cfg.trainer, drop=()), **kwargs)
     except (MisconfigurationException, ValueError, TypeError) as exc:  # Lightning's word on trainer.* options
         raise ConfigError(f"the trainer options do not work: {exc}; check trainer.* "
@@ -146,9 +152,11 @@ def run_align(cfg: DictConfig, task: Task, train, loaded, embedder, run_dir: Pat
 def plan_finetune(cfg: DictConfig, module: FinetuneStage, train: DataLoader, splits, run_dir: Path,
                   timer: StageTimer) -> StepPlan | None:
     """How many steps to train and how often to validate: finetune.max_steps when given,
-    else as many as fit in what is left of budget_s (calibrated on this machine). The plan
-    is kept in the run folder, so that a resumed run follows the one it started with; in a
-    DDP run that an earlier stage started, rank zero's plan is every process's."""
+    else as many as fit in what is left of budget_s: the plan an earlier run of the same
+    command on this machine kept (orca/plan_cache.py), or one calibrated now. The plan is
+    kept in the run folder, so that a resumed run follows the one it started with (or the
+    one its first steps re-planned); in a DDP run that an earlier stage started, rank
+    zero's plan is every process's."""
     if not torch.distributed.is_initialized():
         return _make_plan(cfg, module, train, splits, run_dir, timer)
     return _from_rank_zero(_make_plan(cfg, module, train, splits, run_dir, timer) if _rank_zero() else None)
@@ -156,24 +164,66 @@ def plan_finetune(cfg: DictConfig, module: FinetuneStage, train: DataLoader, spl
 
 def _make_plan(cfg, module, train, splits, run_dir: Path, timer: StageTimer) -> StepPlan | None:
     f = cfg.finetune
-    path = run_dir / "checkpoints" / "finetune-plan.json"
+    path = _plan_file(run_dir)
     if path.exists():
-        return StepPlan(**{**json.loads(path.read_text()), "calibration": None})
+        return StepPlan.from_dict(json.loads(path.read_text()))
     if f.max_steps and f.max_steps > 0:
         plan = fixed_plan(f.max_steps, f.num_validations)
     elif cfg.get("budget_s"):
-        calibration = calibrate(module, train, f.accumulate_grad_batches,
-                                inputs_of(splits.val, slice(0, f.eval_batch_size)))
-        seconds_left = cfg.budget_s - timer.elapsed()
-        plan = plan_steps(calibration, seconds_left, len(splits.val), len(splits.test), f.num_validations)
-        log.info("time budget: %.0f s left, %.3f s a step -> %d steps, validating every %d",
-                 seconds_left, calibration.step_s, plan.max_steps, plan.val_every)
+        plan = cached_plan(cfg)
+        if plan is None:
+            calibration = calibrate(module, train, f.accumulate_grad_batches,
+                                    inputs_of(splits.val, slice(0, f.eval_batch_size)))
+            plan = plan_steps(calibration, cfg.budget_s - timer.elapsed(), len(splits.val), len(splits.test),
+                              f.num_validations)
+        log.info("time budget: %.0f s left; %s plan: %d steps at %.4f s a step, validating every %d",
+                 cfg.budget_s - timer.elapsed(), plan.source, plan.max_steps, plan.calibration.fit_step_s,
+                 plan.val_every)
     else:
         return None  # epochs (budget=paper): the trainer's own options
     if _rank_zero():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(plan.to_dict(), indent=2))
+        _save_plan(run_dir, plan)
     return plan
+
+
+def _plan_file(run_dir: Path) -> Path:
+    return run_dir / "checkpoints" / "finetune-plan.json"
+
+
+def _save_plan(run_dir: Path, plan: StepPlan) -> None:
+    path = _plan_file(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(plan.to_dict(), indent=2))
+
+
+def _plan_check(cfg: DictConfig, plan: StepPlan | None, splits, run_dir: Path, timer: StageTimer,
+                resuming: bool) -> PlanCheck | None:
+    """The check of a time-budgeted plan against the fit's first steps (orca/budget.py), or
+    None: a fixed plan, a plan checked already (a resumed run follows its saved plan, even
+    one re-planned), a resumed fit, or a plan too short to time. The plan the check settles
+    on replaces the run folder's, and the cached one when it is worth keeping
+    (orca/plan_cache.py)."""
+    at_step = check_step(plan) if plan and plan.calibration and plan.check is None and not resuming else None
+    if at_step is None:
+        return None
+    f = cfg.finetune
+
+    def decide(step_s: float, step: int) -> StepPlan:
+        return check_plan(plan, step_s, step, cfg.budget_s - timer.elapsed(), len(splits.val), len(splits.test),
+                          f.num_validations)
+
+    def keep(checked: StepPlan) -> None:
+        log.info("the first %d steps took %.4f s a step against the plan's %.4f: %s", checked.check["at_step"],
+                 checked.check["measured_step_s"], checked.check["planned_step_s"],
+                 "plan confirmed" if checked.check["confirmed"] else
+                 f"re-planned to {checked.max_steps} steps, trained again from the start")
+        if not _rank_zero():
+            return
+        _save_plan(run_dir, checked)
+        if worth_keeping(plan, checked):
+            keep_plan(cfg, checked, run_dir)
+
+    return PlanCheck(at_step, decide, keep)
 
 
 def _rank_zero() -> bool:
@@ -195,7 +245,6 @@ def run_finetune(cfg: DictConfig, task: Task, splits, model: OrcaModel, run_dir:
     `probe_frac`, the body stays frozen for that share of the steps first (LP-FT);
     `adapter_lr` is the adapters' learning rate (None: finetune.new_lr)."""
     f = cfg.finetune
-    order = EpochSampler(len(splits.train), f.batch_size, seed=cfg.seed)  # resumable: orca/resume.py
     val = DataLoader(splits.val, batch_size=f.eval_batch_size)  # every process sees whole splits: exact metrics
     test = DataLoader(splits.test, batch_size=f.eval_batch_size)
     if f.loop not in LOOPS:
@@ -204,41 +253,59 @@ def run_finetune(cfg: DictConfig, task: Task, splits, model: OrcaModel, run_dir:
     module = FinetuneStage(model, task, optimizer=f.optimizer, warmup_frac=f.warmup_frac, new_lr=f.new_lr,
                            unfreezes_body=probe_frac > 0, adapter_lr=adapter_lr)
     ckpt_dir = run_dir / "checkpoints" / "finetune"
-    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best-{step}", monitor="val/error", mode="min",
-                           save_top_k=1, save_last=True)
     with timer.stage("calibrate"):
         plan = plan_finetune(cfg, module, DataLoader(splits.train, batch_size=f.batch_size, shuffle=True,
                                                      generator=torch.Generator().manual_seed(cfg.seed + 1)),
                              splits, run_dir, timer)
-    schedule = dict(max_steps=f.max_steps, max_epochs=f.max_epochs, val_check_interval=f.val_check_interval,
-                    check_val_every_n_epoch=f.check_val_every_n_epoch)
-    if plan is not None:
-        schedule = dict(max_steps=plan.max_steps, max_epochs=None, check_val_every_n_epoch=None,
-                        val_check_interval=plan.val_every * f.accumulate_grad_batches)
-        if plan.seconds_left is not None and f.stop_on_time:  # if this machine turns slower than calibrated
-            schedule["max_time"] = timedelta(seconds=max(1.0, cfg.budget_s - timer.elapsed() - 10))
-    resume = ExactResume(order)
-    callbacks = [best, resume, SaveTimes(timer.save)] + ([LinearProbeFirst(model.body, probe_frac)] if probe_frac else [])
-    trainer = _trainer(cfg, run_dir, "finetune", callbacks=callbacks,
-                       accumulate_grad_batches=f.accumulate_grad_batches if lightning_loop else 1,
-                       gradient_clip_val=f.gradient_clip_val if lightning_loop else None, **schedule)
-    if f.batch_size % trainer.world_size:
-        raise ConfigError(f"finetune.batch_size={f.batch_size} does not split over {trainer.world_size} processes; "
-                          f"make it a multiple of {trainer.world_size}")
-    order.shard(trainer.global_rank, trainer.world_size)  # DDP: each process its share of each batch
-    if not lightning_loop:
-        module.use_loop(OrcaLoop(f.accumulate_grad_batches, order.batches_per_epoch(), f.warmup_epochs,
-                                 f.decay_epochs, clip=f.gradient_clip_val))
-    # A loader draws a seed from its generator each time it starts a pass; its own generator
-    # keeps torch's global one (augmentation, dropout) where ExactResume restored it.
-    train = DataLoader(splits.train, batch_size=f.batch_size // trainer.world_size, sampler=order,
-                       generator=torch.Generator().manual_seed(cfg.seed))
-    last = ckpt_dir / "last.ckpt"
-    with timer.stage("finetune"):
+
+    def fit(plan: StepPlan | None, check: PlanCheck | None):
+        """One fit of `module` that follows `plan`, from its own trainer, data order and seed
+        (or from the run folder's last checkpoint)."""
+        order = EpochSampler(len(splits.train), f.batch_size, seed=cfg.seed)  # resumable: orca/resume.py
+        best = ModelCheckpoint(dirpath=ckpt_dir, filename="best-{step}", monitor="val/error", mode="min",
+                               save_top_k=1, save_last=True)
+        schedule = dict(max_steps=f.max_steps, max_epochs=f.max_epochs, val_check_interval=f.val_check_interval,
+                        check_val_every_n_epoch=f.check_val_every_n_epoch)
+        if plan is not None:
+            schedule = dict(max_steps=plan.max_steps, max_epochs=None, check_val_every_n_epoch=None,
+                            val_check_interval=plan.val_every * f.accumulate_grad_batches)
+            if plan.seconds_left is not None and f.stop_on_time:  # if this machine turns slower than planned
+                schedule["max_time"] = timedelta(seconds=max(1.0, cfg.budget_s - timer.elapsed() - 10))
+        resume = ExactResume(order)
+        callbacks = [best, resume, SaveTimes(timer.save)] + ([LinearProbeFirst(model.body, probe_frac)] if probe_frac
+                                                             else []) + ([check] if check else [])
+        trainer = _trainer(cfg, run_dir, "finetune", callbacks=callbacks,
+                           accumulate_grad_batches=f.accumulate_grad_batches if lightning_loop else 1,
+                           gradient_clip_val=f.gradient_clip_val if lightning_loop else None, **schedule)
+        if f.batch_size % trainer.world_size:
+            raise ConfigError(f"finetune.batch_size={f.batch_size} does not split over {trainer.world_size} "
+                              f"processes; make it a multiple of {trainer.world_size}")
+        order.shard(trainer.global_rank, trainer.world_size)  # DDP: each process its share of each batch
+        if not lightning_loop:
+            module.use_loop(OrcaLoop(f.accumulate_grad_batches, order.batches_per_epoch(), f.warmup_epochs,
+                                     f.decay_epochs, clip=f.gradient_clip_val))
+        # A loader draws a seed from its generator each time it starts a pass; its own generator
+        # keeps torch's global one (augmentation, dropout) where ExactResume restored it.
+        train = DataLoader(splits.train, batch_size=f.batch_size // trainer.world_size, sampler=order,
+                           generator=torch.Generator().manual_seed(cfg.seed))
+        last = ckpt_dir / "last.ckpt"
         t0 = time.perf_counter()
         L.seed_everything(cfg.seed, workers=True, verbose=False)  # dropout; a resume restores the saved state
         trainer.fit(module, train, val, ckpt_path=last if last.exists() else None)
-        fit_s = time.perf_counter() - t0
+        return trainer, best, resume, time.perf_counter() - t0
+
+    check = _plan_check(cfg, plan, splits, run_dir, timer, resuming=(ckpt_dir / "last.ckpt").exists())
+    start = copy.deepcopy(module.state_dict()) if check else None  # a re-planned fit starts again from these
+    with timer.stage("finetune"):
+        trainer, best, resume, fit_s = fit(plan, check)
+        if check and check.plan:
+            plan = check.plan
+        if check and check.replanned:  # stopped before any validation: the new plan's fit, from the start
+            module.load_state_dict(start)
+            trainer, best, resume, fit_s = fit(plan, None)
+    if plan and plan.seconds_left is not None and trainer.global_step < plan.max_steps:
+        log.warning("stopped at the deadline (budget_s=%s) after %d of the %d planned steps", cfg.budget_s,
+                    trainer.global_step, plan.max_steps)
     if not best.best_model_path:
         raise ConfigError("no validation ran during fine-tuning: make finetune.val_check_interval <= max_steps")
     with timer.stage("test"):
@@ -378,10 +445,18 @@ def _run_transformer(cfg: DictConfig, task: Task, splits, method: MethodConfig, 
 
 
 def train(cfg: DictConfig) -> dict:
-    """Run one experiment end to end; returns its record (also written to results.json)."""
+    """Run one experiment end to end; returns its record (also written to results.json). The
+    process that starts the run holds its folder's lock throughout (orca/lock.py); DDP workers
+    run under their rank zero's."""
     run_dir = Path(cfg.paths.run_dir)
-    check_run_folder(run_dir, cfg)  # finished, read-only, or another configuration's checkpoints
+    check_run_folder(run_dir, cfg)  # finished, held by a live run, read-only, or another configuration's checkpoints
     run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir) if _rank_zero() else nullcontext():  # released at the end, on an error too
+        check_run_folder(run_dir, cfg)  # again, holding the lock: a run that finished meanwhile is not redone
+        return _train_in(cfg, run_dir)
+
+
+def _train_in(cfg: DictConfig, run_dir: Path) -> dict:
     if _rank_zero() and not (run_dir / "checkpoints").exists():  # else the same configuration's, kept as it was
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     for module in cfg.get("plugins") or []:  # the user's own components register on import
@@ -427,5 +502,6 @@ def train(cfg: DictConfig) -> dict:
     }
     if _rank_zero():
         write_record(run_dir, record)
+        log_record(cfg, run_dir, record)  # the tracker's final metrics (logger=mlflow, ...)
         print("\n" + summary(record))
     return record

@@ -26,20 +26,15 @@ import atexit
 import inspect
 import shutil
 import tempfile
-from importlib.metadata import entry_points
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-CONFIG_GROUP = "orca.configs"
+from orca.config_path import known_options, package_search_path
+
 PLUGGABLE = ("task", "embedder", "body")  # config groups a plugin may add options to
 # Constructor arguments the pipeline passes itself, so they are not config keys.
 _PASSED = {"task": (), "embedder": ("input_shape", "body", "target_len"), "body": ("path", "pretrained")}
-
-
-def package_search_path() -> list[str]:
-    """Hydra search-path entries for the config folders plugin packages declare."""
-    return [f"pkg://{ep.value}" for ep in entry_points(group=CONFIG_GROUP)]
 
 
 def with_plugin_configs(argv: list[str]) -> list[str]:
@@ -48,10 +43,6 @@ def with_plugin_configs(argv: list[str]) -> list[str]:
     parsed = _parse(argv)
     if parsed is None:  # a syntax error: the preflight reports it
         return argv
-    from orca.preflight import (
-        known_options,  # ours and the plugin packages' config files
-    )
-
     entries = package_search_path()
     wanted = [(group, value) for group, values in parsed["choices"].items() for value in values]
     missing = [(g, v) for g, v in wanted if v not in known_options(g)]

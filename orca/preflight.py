@@ -7,9 +7,12 @@ line and exit status 2 when:
 
 - a config group option is unknown (``task=nope``; the message lists the known ones);
 - a key does not exist, or the override syntax is wrong;
-- a value has the wrong type (``seed=abc``: the default's type, or NULLABLE_NUMBERS);
-- the run folder is read-only, holds a finished run, or holds checkpoints of another
-  configuration.
+- an option's value has the wrong type or is out of range (``seed=abc``,
+  ``finetune.optimizer.lr=-1``: the option schema, orca/schema.py; a key that the schema
+  does not declare, a task's or a plugin's own, takes its default's type);
+- the logger's package is not installed (``logger=mlflow`` without the mlflow extra);
+- the run folder is read-only, holds a finished run, is in use by a live run (its lock,
+  orca/lock.py), or holds checkpoints of another configuration.
 
 With ``-m``, every value of every swept override is checked (each with the first value of
 the others), and the sweep folder must be writable.
@@ -23,24 +26,21 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from orca.config_path import CONFIG_DIR
 from orca.errors import ConfigError, RunExistsError
+from orca.lock import refuse_if_held
 from orca.record import RECORD_NAME
+from orca.schema import annotation_of, check_options
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 MULTIRUN_FLAGS = {"-m", "--multirun"}
-# Keys that default to null but take a number when given.
-NULLABLE_NUMBERS = {"budget_s": float, "embedder.target_len": int, "embedder.patch_size": int,
-                    "finetune.max_epochs": int, "finetune.gradient_clip_val": float,
-                    "finetune.val_check_interval": float, "finetune.new_lr": float,
-                    "finetune.warmup_epochs": float, "finetune.decay_epochs": float, "align.per_class_batch": int,
-                    "data.max_samples.train": int, "data.max_samples.val": int, "data.max_samples.test": int}
 # Keys that may differ between a run and its resumption: they do not change results.
-RESUME_IGNORES = ("paths", "trainer.enable_progress_bar")
+RESUME_IGNORES = ("paths", "trainer.enable_progress_bar", "logger")
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false"}
 
 
 def preflight(argv: list[str]) -> None:
-    """Raise ConfigError / RunExistsError for a command line that would fail or overwrite."""
+    """Raise ConfigError / RunExistsError / RunFolderBusyError for a command line that would fail,
+    overwrite, or write into a live run's folder."""
     flags = {a for a in argv if a.startswith("-")}
     if flags - MULTIRUN_FLAGS:  # --help, --cfg job, --config-name ...: Hydra's own business
         return
@@ -52,8 +52,8 @@ def preflight(argv: list[str]) -> None:
 
 
 def check_overrides(overrides: list[str]) -> DictConfig:
-    """Check group options, keys, syntax and types of every job the overrides make; return
-    the first job's config (with its hydra node)."""
+    """Check group options, keys, syntax, types and ranges of every job the overrides make;
+    return the first job's config (with its hydra node)."""
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -65,8 +65,12 @@ def check_overrides(overrides: list[str]) -> DictConfig:
             options = _GroupOptions(loader, search_path)
             _check_groups(options, job)
             cfg = _compose([o.input_line for o in job])
-            _check_types(job, cfg, _compose([o.input_line for o in job if options(o.key)] + search_path))
+            defaults = _compose([o.input_line for o in job if options(o.key)] + search_path)  # groups only
+            _check_types(job, cfg, defaults)
             _check_references(cfg)
+            check_options(plain(cfg), {o.key: o.input_line.split("=", 1)[1] for o in job if "=" in o.input_line},
+                          plain(defaults, strict=False))
+            _check_logger_package(cfg)
             first = first or cfg
     return first
 
@@ -87,22 +91,13 @@ def _check_references(cfg: DictConfig) -> None:
                 "from the task's `reference:` block; add one to its config (as configs/task/ecg.yaml has)") from None
 
 
-def known_options(group: str) -> list[str]:
-    """The options of a config group: the files in configs/<group>/ and in the config
-    folders of plugin packages (orca/plugins.py)."""
-    import importlib.resources
+def _check_logger_package(cfg: DictConfig) -> None:
+    """The trackers' packages are optional extras (configs/logger/: package, install)."""
+    import importlib.util
 
-    from orca.plugins import package_search_path
-
-    names = {p.stem for p in (CONFIG_DIR / group).glob("*.yaml")}
-    for entry in package_search_path():
-        try:
-            folder = importlib.resources.files(entry.removeprefix("pkg://")).joinpath(group)
-        except (ModuleNotFoundError, TypeError):
-            continue  # a declared package that is not importable: Hydra says so
-        if folder.is_dir():
-            names |= {f.name.removesuffix(".yaml") for f in folder.iterdir() if f.name.endswith(".yaml")}
-    return sorted(names)
+    logger = cfg.get("logger")
+    if logger is not None and logger.package and importlib.util.find_spec(logger.package) is None:
+        raise ConfigError(f"logger={logger.name} needs the {logger.package} package: {logger.install}")
 
 
 def _parse(overrides: list[str]) -> list:
@@ -180,25 +175,41 @@ def _compose(overrides: list[str]) -> DictConfig:
 
 
 def _check_types(job: list[_Fixed], cfg: DictConfig, defaults: DictConfig) -> None:
-    """Each `key=value` override has the type of the key's default."""
+    """Each `key=value` override of a key the option schema does not declare (a task's or a
+    plugin's own option) has the type of the key's default; the schema checks the rest."""
     for o in job:
-        if "=" not in o.input_line or o.input_line.startswith(("~", "hydra.", "trainer.")):
+        if "=" not in o.input_line or o.input_line.startswith(("~", "hydra.", "trainer.")) or annotation_of(o.key):
             continue  # Lightning checks its own options (devices: 2, "auto" or [0, 1])
         key = o.key
         default = OmegaConf.select(defaults, key, default=None)
-        nullable = key in NULLABLE_NUMBERS
-        expected = NULLABLE_NUMBERS.get(key) or next((t for t in (bool, int, float) if type(default) is t), None)
+        expected = next((t for t in (bool, int, float) if type(default) is t), None)
         if expected is None:
             continue
         value = OmegaConf.select(cfg, key, default=None)
-        fits = (value is None and nullable) or (
-            isinstance(value, bool) if expected is bool else
-            isinstance(value, int) and not isinstance(value, bool) if expected is int else
-            isinstance(value, (int, float)) and not isinstance(value, bool))
+        fits = (isinstance(value, bool) if expected is bool else
+                isinstance(value, int) and not isinstance(value, bool) if expected is int else
+                isinstance(value, (int, float)) and not isinstance(value, bool))
         if not fits:
-            example = default if default is not None else (8 if expected is int else 1.0)
-            raise ConfigError(f"{o.input_line}: {key} takes {_TYPE_NAMES[expected]}"
-                              f"{' or null' if nullable else ''}, e.g. {key}={example}")
+            raise ConfigError(f"{o.input_line}: {key} takes {_TYPE_NAMES[expected]}, e.g. {key}={default}")
+
+
+def plain(cfg: DictConfig, strict: bool = True) -> dict:
+    """The run's options as plain values, resolved, without Hydra's node; the run folder,
+    which Hydra sets as it starts, is null. `strict=False`: {} for a config that does not
+    resolve, else a ConfigError naming the key."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+        if "paths" in cfg and "run_dir" in cfg.paths:
+            cfg.paths.run_dir = None
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as exc:
+        if not strict:
+            return {}
+        raise ConfigError(f"{exc.full_key} does not resolve ({str(exc).splitlines()[0]})") from None
 
 
 def _check_writable(folder: Path, option: str) -> None:
@@ -215,11 +226,13 @@ def _check_writable(folder: Path, option: str) -> None:
 
 
 def check_run_folder(run_dir: Path, cfg: DictConfig) -> None:
-    """Refuse a folder that holds a finished run, that cannot be written, or whose
-    checkpoints were left by another configuration (resuming them would mix two runs)."""
+    """Refuse a folder that holds a finished run, that a live run holds, that cannot be
+    written, or whose checkpoints were left by another configuration (resuming them would mix
+    two runs)."""
     if (run_dir / RECORD_NAME).exists():
         raise RunExistsError(f"{run_dir / RECORD_NAME} exists: that run is finished and is not overwritten; "
                              "choose another hydra.run.dir or remove the folder")
+    refuse_if_held(run_dir)
     _check_writable(run_dir, "hydra.run.dir")
     saved = run_dir / "config.yaml"
     if saved.exists() and (run_dir / "checkpoints").exists():
@@ -233,12 +246,7 @@ def check_run_folder(run_dir: Path, cfg: DictConfig) -> None:
 def config_differences(saved: DictConfig, current: DictConfig) -> list[str]:
     """'key: saved -> current' for every leaf that differs, outside RESUME_IGNORES and hydra."""
     def leaves(cfg: DictConfig) -> dict[str, object]:
-        cfg = copy.deepcopy(cfg)
-        with open_dict(cfg):
-            cfg.pop("hydra", None)
-            if "paths" in cfg and "run_dir" in cfg.paths:
-                cfg.paths.run_dir = None  # Hydra's runtime folder: unknown before Hydra runs
-        flat = _flatten(OmegaConf.to_container(cfg, resolve=True))
+        flat = _flatten(plain(cfg))
         return {k: v for k, v in flat.items() if not any(k == i or k.startswith(i + ".") for i in RESUME_IGNORES)}
 
     old, new = leaves(saved), leaves(current)

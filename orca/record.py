@@ -128,8 +128,11 @@ def summary(record: dict) -> str:
     if record.get("finetune"):
         f = record["finetune"]
         planned = f" of {f['steps_planned']} planned" if f.get("steps_planned") else ""
-        rows.append(("fine-tuning steps", f"{f['steps_done']}{planned}, {f['seconds_per_step']:.3f} s a step (validation included), "
-                                          f"selected at step {f['selected_step']}"))
+        stopped = ", stopped at the deadline" if f.get("stopped_on_time") else ""
+        rows.append(("fine-tuning steps", f"{f['steps_done']}{planned}{stopped}, {f['seconds_per_step']:.3f} s a step "
+                                          f"(validation included), selected at step {f['selected_step']}"))
+        if (f.get("plan") or {}).get("source"):
+            rows.append(("step plan", f["plan"]["source"]))
     if record.get("classical"):
         c = record["classical"]
         rows.append(("classical model", f"{c['model']}, {c['strength_name']} = {c['chosen']:g} (chosen on validation)"))

@@ -14,11 +14,9 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from orca.choices import ALIGN_SCHEDULES, OPTIMIZERS
 from orca.errors import ConfigError, NonFiniteLossError
 from orca.tasks import Task, predictions
-
-OPTIMIZERS = ("adamw", "adam", "sgd")
-LOOPS = ("lightning", "orca")  # finetune.loop
 
 
 def check_finite(loss: torch.Tensor, stage: str, step: int) -> None:
@@ -55,9 +53,6 @@ class ClassBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return self.steps
-
-
-ALIGN_SCHEDULES = ("multistep", "orca")
 
 
 def step_decay(milestones: list[int], gamma: float, schedule: str):

@@ -21,8 +21,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from orca.config_path import known_options
 from orca.errors import ConfigError
-from orca.preflight import check_overrides, known_options
+from orca.preflight import check_overrides
 from orca.record import RECORD_NAME
 
 FAILED_NAME = "failed.txt"

@@ -2,6 +2,8 @@
 
 Each case must exit with status 2, print one line on stderr that names the problem and the
 fix, print no traceback, and leave every file that existed before intact (same bytes).
+Cases that the command-line check (orca/preflight.py) refuses run the CLI's own code in
+this process (:func:`run_main`); the others, and a few of those, run it as a subprocess.
 """
 from __future__ import annotations
 
@@ -28,6 +30,25 @@ def run_cli(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "ORCA_CACHE_DIR": str(tmp / "cache")}
     return subprocess.run([sys.executable, "-m", "orca.train", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
+
+
+def run_main(args: list[str], tmp: Path, monkeypatch, capsys) -> tuple[int, str]:
+    """`python -m orca.train ARGS` in this process, for a case the command-line check refuses:
+    orca.train.main with sys.argv set; its exit status and stderr. A command line that passes
+    the check fails the test instead of starting the run."""
+    import orca.train
+
+    def run():
+        raise AssertionError(f"{args} passed the command-line check")
+
+    monkeypatch.setattr(orca.train, "_run", run)
+    monkeypatch.setattr(sys, "argv", [orca.train.__file__, *args])
+    monkeypatch.setenv("ORCA_CACHE_DIR", str(tmp / "cache"))
+    monkeypatch.chdir(ROOT)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        orca.train.main()
+    return exited.value.code, capsys.readouterr().err
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -138,29 +159,93 @@ class Case:
     args: list[str]
     expect: list[str]  # substrings of the one line, which must name the problem and the fix
     setup: Callable[[Path], list[str]] = field(default=lambda tmp: [])
+    preflight: bool = False  # refused by the command-line check: run in this process
+
+
+def refused(id: str, args: list[str], expect: list[str], setup: Callable[[Path], list[str]] | None = None) -> Case:
+    """A case that the command-line check refuses before Hydra runs."""
+    return Case(id, args, expect, setup or (lambda tmp: []), preflight=True)
 
 
 CASES = [
     # unknown names
-    Case("unknown-task", ["task=nope"], ["unknown task 'nope'", "digits, ecg"]),
-    Case("unknown-body", ["body=nope"], ["unknown body 'nope'", "minilm"]),
-    Case("unknown-method", ["method=nope"], ["unknown method 'nope'", "finetune, fpt, linear_probe, lora"]),
+    refused("unknown-task", ["task=nope"], ["unknown task 'nope'", "digits, ecg"]),
+    refused("unknown-body", ["body=nope"], ["unknown body 'nope'", "minilm"]),
+    refused("unknown-method", ["method=nope"], ["unknown method 'nope'", "finetune, fpt, linear_probe, lora"]),
     Case("unknown-embedder", ["embedder.name=nope"], ["unknown embedder 'nope'", "patch2d"]),
-    Case("unknown-embedder-config", ["embedder=nope"], ["unknown embedder 'nope'", "conv1d, linear_patch, patch2d"]),
-    Case("unknown-head-config", ["head=nope"], ["unknown head 'nope'", "dense, pooled"]),
+    refused("unknown-embedder-config", ["embedder=nope"], ["unknown embedder 'nope'", "conv1d, linear_patch, patch2d"]),
+    refused("unknown-head-config", ["head=nope"], ["unknown head 'nope'", "dense, pooled"]),
     Case("unknown-head-name", ["head.name=nope"], ["unknown head 'nope'", "pooled"]),
-    Case("unknown-align-config", ["align=nope"], ["unknown align 'nope'", "mmd", "otdd"]),
+    refused("unknown-align-config", ["align=nope"], ["unknown align 'nope'", "mmd", "otdd"]),
     Case("unknown-distance", ["align.distance=nope"], ["unknown alignment distance 'nope'", "otdd"]),
     Case("unknown-in-a-sweep", ["-m", "method=orca,nope"], ["unknown method 'nope'"]),
-    Case("unknown-key", ["finetune.max_stepz=3"], ["no key 'finetune.max_stepz'", "+finetune.max_stepz="]),
+    refused("unknown-key", ["finetune.max_stepz=3"], ["no key 'finetune.max_stepz'", "+finetune.max_stepz="]),
     # wrong types and values
-    Case("seed-not-a-number", ["seed=abc"], ["seed=abc", "takes an integer"]),
-    Case("steps-not-a-number", ["finetune.max_steps=ten"], ["finetune.max_steps=ten", "takes an integer"]),
-    Case("lr-not-a-number", ["finetune.optimizer.lr=fast"], ["finetune.optimizer.lr", "takes a number"]),
-    Case("override-syntax", ["seed=[1"], ["cannot parse", "override_grammar"]),
-    Case("target-len-zero", ["embedder.target_len=0"], ["embedder.target_len must be a positive", "got 0"]),
-    Case("target-len-negative", ["embedder.target_len=-3"], ["embedder.target_len must be a positive", "got -3"]),
+    refused("seed-not-a-number", ["seed=abc"], ["seed=abc", "takes an integer"]),
+    refused("steps-not-a-number", ["finetune.max_steps=ten"], ["finetune.max_steps=ten", "takes an integer"]),
+    refused("lr-not-a-number", ["finetune.optimizer.lr=fast"], ["finetune.optimizer.lr", "takes a number"]),
+    refused("override-syntax", ["seed=[1"], ["cannot parse", "override_grammar"]),
+    refused("target-len-zero", ["embedder.target_len=0"], ["embedder.target_len=0: must be an integer >= 1 or null"]),
+    refused("target-len-negative", ["embedder.target_len=-3"], ["embedder.target_len=-3: must be an integer >= 1"]),
     Case("trainer-option", ["trainer.accelerator=abacus"], ["the trainer options do not work", "abacus"]),
+    # values out of range or not among the choices (orca/schema.py)
+    Case("lr-negative", ["finetune.optimizer.lr=-1"],
+         ["finetune.optimizer.lr=-1: must be a number > 0", "e.g. finetune.optimizer.lr=0.0001"]),
+    refused("batch-size-zero", ["finetune.batch_size=0"], ["finetune.batch_size=0: must be an integer >= 1"]),
+    refused("val-frac-above-one", ["task=cifar10", "task.val_frac=1.5"],
+            ["task.val_frac=1.5: must be a number in (0, 1)"]),
+    refused("align-steps-negative", ["align.steps=-5"], ["align.steps=-5: must be an integer >= 0"]),
+    refused("seed-a-list", ["seed=[1,2]"], ["seed=[1,2]: seed takes an integer"]),
+    refused("seed-negative", ["seed=-1"], ["seed=-1: must be an integer in [0, 4294967295]"]),
+    refused("budget-negative", ["budget_s=-10"], ["budget_s=-10: must be a number > 0 or null"]),
+    refused("budget-zero", ["budget_s=0"], ["budget_s=0: must be a number > 0 or null"]),
+    refused("eval-batch-size-zero", ["finetune.eval_batch_size=0"],
+            ["finetune.eval_batch_size=0: must be an integer >= 1"]),
+    refused("accumulation-zero", ["finetune.accumulate_grad_batches=0"],
+            ["finetune.accumulate_grad_batches=0: must be an integer >= 1"]),
+    refused("warmup-frac-above-one", ["finetune.warmup_frac=1.5"],
+            ["finetune.warmup_frac=1.5: must be a number in [0, 1]"]),
+    refused("no-validations", ["finetune.num_validations=0"], ["finetune.num_validations=0: must be an integer >= 1"]),
+    refused("max-steps-zero", ["finetune.max_steps=0"], ["finetune.max_steps=0: must be an integer >= 1, or -1"]),
+    refused("clip-zero", ["finetune.gradient_clip_val=0"],
+            ["finetune.gradient_clip_val=0: must be a number > 0 or null"]),
+    refused("unknown-loop", ["finetune.loop=nope"], ["finetune.loop=nope: must be one of lightning, orca"]),
+    refused("orca-loop-without-epochs", ["finetune.loop=orca"],
+            ["finetune.loop=orca needs finetune.warmup_epochs and finetune.decay_epochs"]),
+    refused("warmup-past-decay", ["finetune.loop=orca", "finetune.warmup_epochs=5", "finetune.decay_epochs=2"],
+            ["finetune.warmup_epochs=5: must be below finetune.decay_epochs=2"]),
+    refused("unknown-optimizer", ["finetune.optimizer.name=nope"],
+            ["finetune.optimizer.name=nope: must be one of adamw, adam, sgd"]),
+    refused("weight-decay-negative", ["finetune.optimizer.weight_decay=-0.1"],
+            ["finetune.optimizer.weight_decay=-0.1: must be a number >= 0"]),
+    refused("beta-out-of-range", ["finetune.optimizer.betas=[0.9,1.0]"],
+            ["finetune.optimizer.betas=[0.9,1.0]: must be a list of 2 numbers each in [0, 1)"]),
+    refused("unknown-optimizer-option", ["+finetune.optimizer.eps=1e-8"],
+            ["finetune.optimizer has no option 'eps'", "name, lr, weight_decay, momentum, betas"]),
+    refused("bad-value-in-a-sweep", ["-m", "finetune.optimizer.lr=1e-3,-1"], ["finetune.optimizer.lr=-1: must be"]),
+    refused("max-samples-zero", ["data.max_samples.train=0"],
+            ["data.max_samples.train=0: must be an integer >= 1 or null"]),
+    refused("align-per-class-zero", ["align.per_class=0"], ["align.per_class=0: must be an integer >= 1"]),
+    refused("align-lr-zero", ["align.lr=0"], ["align.lr=0: must be a number > 0"]),
+    refused("align-gamma-above-one", ["align.gamma=1.5"], ["align.gamma=1.5: must be a number in (0, 1]"]),
+    refused("milestones-not-increasing", ["align.milestones=[40,20]"], ["align.milestones=[40,20]", "increasing"]),
+    refused("unknown-align-schedule", ["align.schedule=nope"], ["align.schedule=nope: must be one of multistep, orca"]),
+    refused("unknown-image-transform", ["align.image_transform=nope"],
+            ["align.image_transform=nope: must be one of imagenet, orca"]),
+    refused("unknown-select-on", ["protocol.select_on=nope"], ["protocol.select_on=nope: must be one of val, test"]),
+    refused("unknown-trainable", ["method.trainable=nope"], ["method.trainable=nope: must be one of all, fpt, probe"]),
+    refused("probe-frac-above-one", ["method=lp_ft", "method.probe_frac=1.5"],
+            ["method.probe_frac=1.5: must be a number in [0, 1)"]),
+    refused("lora-rank-zero", ["method=lora", "method.peft.r=0"], ["method.peft.r=0: must be an integer >= 1"]),
+    refused("no-training-split", ["task.val_frac=0.5", "task.test_frac=0.6"],
+            ["task.val_frac=0.5 and task.test_frac=0.6 leave no training split"]),
+    refused("values-per-token-zero", ["embedder.values_per_token=0"],
+            ["embedder.values_per_token=0: must be an integer >= 1"]),
+    refused("max-tokens-zero", ["embedder.max_tokens=0"], ["embedder.max_tokens=0: must be an integer >= 1"]),
+    refused("stem-kernel-even", ["+embedder.stem=[32,64]", "+embedder.stem_kernel=4"],
+            ["embedder.stem_kernel=4: must be an odd integer >= 1"]),
+    refused("init-of-another-embedder", ["task=ecg", "embedder.init=mean"],
+            ["embedder.init=mean: embedder conv1d takes one of default, orca"]),
     Case("shape-does-not-fit-embedder", ["embedder.name=conv1d"], ["takes inputs shaped (C, L)"]),
     # data
     Case("data-root-missing", [], ["absent", "training2017", "physionet.org"],
@@ -200,32 +285,36 @@ CASES = [
     Case("non-finite-loss", ["method=finetune", "finetune.optimizer.lr=1e30", "finetune.new_lr=1e30"],
          ["non-finite loss", "lower the learning rate"]),
     # the run folder
-    Case("read-only-output", [], ["read-only", "choose another hydra.run.dir"], read_only),
-    Case("run-folder-under-a-file", [], ["is a file", "choose another hydra.run.dir"], under_a_file),
+    refused("read-only-output", [], ["read-only", "choose another hydra.run.dir"], read_only),
+    refused("run-folder-under-a-file", [], ["is a file", "choose another hydra.run.dir"], under_a_file),
     Case("finished-run", [], ["results.json exists", "not overwritten"], finished_run),
-    Case("checkpoints-of-another-config", [], ["checkpoints of another configuration", "seed: 0 -> 1"],
+    refused("checkpoints-of-another-config", [], ["checkpoints of another configuration", "seed: 0 -> 1"],
          other_config_checkpoints),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input_fails_in_one_line_and_keeps_files(case, tmp_path):
+def test_bad_input_fails_in_one_line_and_keeps_files(case, tmp_path, monkeypatch, capsys):
     args = [*BASE, f"hydra.run.dir={tmp_path / 'run'}", *case.setup(tmp_path), *case.args]
     if "-m" in args:  # a sweep writes under hydra.sweep.dir
         args = [a.replace("hydra.run.dir", "hydra.sweep.dir") for a in args]
     before = snapshot(tmp_path)
     try:
-        proc = run_cli(args, tmp_path)
+        if case.preflight:
+            returncode, stderr = run_main(args, tmp_path, monkeypatch, capsys)
+        else:
+            proc = run_cli(args, tmp_path)
+            returncode, stderr = proc.returncode, proc.stderr
     finally:
         if case.id == "read-only-output" and os.geteuid() == 0:
             subprocess.run(["chattr", "-i", str(tmp_path / "locked")])
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
+    assert returncode == 2, stderr[-3000:]
+    assert "Traceback" not in stderr
     # One error line, the last; before it only what the run printed as it went (progress bars,
     # Lightning's device summary), which a run that fails late has printed too.
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    lines = [line for line in stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error")]
-    assert errors == lines[-1:] and lines[-1].startswith("error: "), proc.stderr[-3000:]
+    assert errors == lines[-1:] and lines[-1].startswith("error: "), stderr[-3000:]
     for text in case.expect:
         assert text in lines[-1], f"{text!r} not in {lines[-1]!r}"
     after = snapshot(tmp_path)
@@ -233,7 +322,7 @@ def test_bad_input_fails_in_one_line_and_keeps_files(case, tmp_path):
 
 
 def test_the_catalogue_is_complete():
-    assert len(CASES) >= 25 and len({c.id for c in CASES}) == len(CASES)
+    assert len(CASES) >= 60 and len({c.id for c in CASES}) == len(CASES)
 
 
 def test_a_corrupt_source_cache_is_rebuilt(tmp_path, caplog):

@@ -149,6 +149,27 @@ def test_plugin_module_without_configs_takes_its_class_defaults(tmp_path):
     assert record["config"]["embedder"]["n_fft"] == 256 and record["finetune"]["token_grid"] == [8]
 
 
+def test_config_search_path_has_one_home(tmp_path):
+    """orca/config_path.py lists our options and an installed package's; orca/plugins.py and
+    orca/preflight.py read them there, neither imports the other."""
+    site = write_package(tmp_path / "site")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    probe = textwrap.dedent("""\
+        import json, sys
+        from orca.config_path import known_options
+        from orca.plugins import with_plugin_configs
+        argv = with_plugin_configs(["task=fsdd"])
+        print(json.dumps([known_options("embedder"), argv, "orca.preflight" in sys.modules]))
+        """)
+    shown = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert json.loads(shown.stdout or "null") == [["conv1d", "linear_patch", "logspec", "patch2d", "swin_patch"],
+                                                  ["task=fsdd", "hydra.searchpath=[pkg://fsdd_plugin.configs]"],
+                                                  False], shown.stderr[-3000:]
+    other = subprocess.run([sys.executable, "-c", "import sys, orca.preflight; print('orca.plugins' in sys.modules)"],
+                           cwd=ROOT, env=env, capture_output=True, text=True)
+    assert other.stdout.strip() == "False", other.stderr[-3000:]
+
+
 def test_unknown_plugin_option_lists_the_known_ones(tmp_path):
     (tmp_path / "fsdd_module.py").write_text(PLUGIN_CODE)
     proc = run_cli(["task=fsdd2", "plugins=[fsdd_module]"], tmp_path, tmp_path)

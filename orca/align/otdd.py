@@ -31,10 +31,9 @@ import torch
 from threadpoolctl import ThreadpoolController
 
 from orca.align.sinkhorn import entropic_ot, kernel_dtype, sinkhorn
+from orca.choices import INNER_METHODS
 from orca.errors import ConfigError
 from orca.registry import DISTANCES
-
-INNER_METHODS = ("exact", "gaussian")
 
 
 def squared_distances(a: torch.Tensor, b: torch.Tensor, a_sq: torch.Tensor | None = None) -> torch.Tensor:

@@ -36,6 +36,7 @@ import torch
 from tqdm import tqdm
 
 from orca.bodies import LoadedBody
+from orca.choices import IMAGE_TRANSFORMS
 from orca.errors import ConfigError, DataNotFoundError
 from orca.registry import SOURCES
 from orca.tasks import fetch_archive
@@ -130,7 +131,6 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 # ORCA's CIFAR-10 statistics (src/data_loaders.py: load_cifar), as its source images use them
 CIFAR10_ORCA_MEAN, CIFAR10_ORCA_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
-IMAGE_TRANSFORMS = ("imagenet", "orca")  # align.image_transform
 
 
 def image_transform(name: str, size: int):
