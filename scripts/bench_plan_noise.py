@@ -1,6 +1,5 @@
 """Benchmark: how far a time-budgeted run's first real steps stray from its calibration on
-this machine, as it is now (quiet or shared), to size orca/budget.py's REPLAN_ABOVE and
-REPLAN_BELOW.
+this machine, as it is now (quiet or shared), to size orca/budget.py's REPLAN_BAND.
 
     python scripts/bench_plan_noise.py [--body minilm] [--repeats 8]
 
