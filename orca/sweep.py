@@ -22,7 +22,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from orca.config_path import known_options
-from orca.errors import ConfigError
+from orca.errors import ConfigError, RunFolderBusyError
+from orca.lock import refuse_if_held
 from orca.preflight import check_overrides
 from orca.record import RECORD_NAME
 
@@ -176,12 +177,19 @@ def _set_aside(folder: Path) -> Path:
 
 
 def run_missing(runs: list[Run], log=print) -> dict[str, int]:
-    """Run every planned run without a record, one process at a time; returns counts."""
+    """Run every planned run without a record, one process at a time, skipping any that a live
+    process holds (orca/lock.py); returns counts."""
     todo = [r for r in runs if not r.done]
     log(f"{len(runs) - len(todo)} of {len(runs)} runs already done; running {len(todo)}")
-    counts = {"done": len(runs) - len(todo), "ran": 0, "failed": 0}
+    counts = {"done": len(runs) - len(todo), "ran": 0, "failed": 0, "busy": 0}
     for i, run in enumerate(todo, 1):
         log(f"[{i}/{len(todo)}] {run.task} {run.method} seed {run.seed} -> {run.folder}")
+        try:  # another sweep on the same folder runs it now: neither set aside nor run twice
+            refuse_if_held(run.folder)
+        except RunFolderBusyError as exc:
+            counts["busy"] += 1
+            log(f"    skipped: {exc}")
+            continue
         if run.folder.exists() and any(run.folder.iterdir()):
             aside = _set_aside(run.folder)
             log(f"    an earlier attempt is kept in {aside}; starting afresh")

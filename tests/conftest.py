@@ -10,6 +10,12 @@ import scipy.io
 from hydra import compose, initialize_config_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download
+# pytest-xdist runs the suite in parallel (pyproject.toml: -n auto): each worker, and every
+# process it starts, gets its share of the cores for torch's threads, as two processes each
+# spinning two OpenMP threads on two cores slow each other down many times over.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_share))
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 

@@ -2,8 +2,12 @@
 
 Each case must exit with status 2, print one line on stderr that names the problem and the
 fix, print no traceback, and leave every file that existed before intact (same bytes).
-Cases that the command-line check (orca/preflight.py) refuses run the CLI's own code in
-this process (:func:`run_main`); the others, and a few of those, run it as a subprocess.
+Each runs the CLI's own code, ``orca.train.main``, in this process (:func:`run_main`): a
+case that the command-line check (orca/preflight.py) must refuse fails the test if it gets
+past it; the others run Hydra and the pipeline until they fail. A few run
+``python -m orca.train`` in a subprocess, so that the whole command stays covered (imports,
+exit status, stderr of a fresh process): a sweep, a range check, a finished run, missing
+data and a run that fails while training.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+import orca.pipeline  # noqa: F401  before any test captures stderr: Lightning binds a log handler to it on import
 from conftest import ROOT, write_physionet2017
 from formats import cifar10, cifar100, darcy, deepsea, fsd50k, ninapro, satellite
 
@@ -32,22 +37,38 @@ def run_cli(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
-def run_main(args: list[str], tmp: Path, monkeypatch, capsys) -> tuple[int, str]:
-    """`python -m orca.train ARGS` in this process, for a case the command-line check refuses:
-    orca.train.main with sys.argv set; its exit status and stderr. A command line that passes
-    the check fails the test instead of starting the run."""
+def run_main(args: list[str], tmp: Path, monkeypatch, capsys, refused: bool) -> tuple[int, str]:
+    """`python -m orca.train ARGS` in this process: orca.train.main with sys.argv set; its exit
+    status and stderr. `refused`: a command line that passes the command-line check fails the
+    test instead of starting the run. Hydra's global state and the root logger's handlers (a
+    run's train.log) are put back afterwards, so that the next test starts clean."""
+    import logging
+
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
     import orca.train
 
-    def run():
-        raise AssertionError(f"{args} passed the command-line check")
+    if refused:
+        def run():
+            raise AssertionError(f"{args} passed the command-line check")
 
-    monkeypatch.setattr(orca.train, "_run", run)
+        monkeypatch.setattr(orca.train, "_run", run)
     monkeypatch.setattr(sys, "argv", [orca.train.__file__, *args])
     monkeypatch.setenv("ORCA_CACHE_DIR", str(tmp / "cache"))
+    monkeypatch.setenv("HYDRA_MAIN_MODULE", "__main__")  # configs/ beside orca/train.py, as `python -m` finds them
     monkeypatch.chdir(ROOT)
+    root, handlers, level = logging.getLogger(), logging.getLogger().handlers[:], logging.getLogger().level
     capsys.readouterr()
-    with pytest.raises(SystemExit) as exited:
-        orca.train.main()
+    try:
+        with pytest.raises(SystemExit) as exited:
+            orca.train.main()
+    finally:
+        GlobalHydra.instance().clear()
+        HydraConfig.instance().cfg = None
+        for handler in set(root.handlers) - set(handlers):
+            handler.close()
+        root.handlers[:], root.level = handlers, level
     return exited.value.code, capsys.readouterr().err
 
 
@@ -159,7 +180,8 @@ class Case:
     args: list[str]
     expect: list[str]  # substrings of the one line, which must name the problem and the fix
     setup: Callable[[Path], list[str]] = field(default=lambda tmp: [])
-    preflight: bool = False  # refused by the command-line check: run in this process
+    preflight: bool = False  # refused by the command-line check
+    process: bool = False  # run as `python -m orca.train` in a subprocess
 
 
 def refused(id: str, args: list[str], expect: list[str], setup: Callable[[Path], list[str]] | None = None) -> Case:
@@ -178,7 +200,7 @@ CASES = [
     Case("unknown-head-name", ["head.name=nope"], ["unknown head 'nope'", "pooled"]),
     refused("unknown-align-config", ["align=nope"], ["unknown align 'nope'", "mmd", "otdd"]),
     Case("unknown-distance", ["align.distance=nope"], ["unknown alignment distance 'nope'", "otdd"]),
-    Case("unknown-in-a-sweep", ["-m", "method=orca,nope"], ["unknown method 'nope'"]),
+    Case("unknown-in-a-sweep", ["-m", "method=orca,nope"], ["unknown method 'nope'"], process=True),
     refused("unknown-key", ["finetune.max_stepz=3"], ["no key 'finetune.max_stepz'", "+finetune.max_stepz="]),
     # wrong types and values
     refused("seed-not-a-number", ["seed=abc"], ["seed=abc", "takes an integer"]),
@@ -190,7 +212,7 @@ CASES = [
     Case("trainer-option", ["trainer.accelerator=abacus"], ["the trainer options do not work", "abacus"]),
     # values out of range or not among the choices (orca/schema.py)
     Case("lr-negative", ["finetune.optimizer.lr=-1"],
-         ["finetune.optimizer.lr=-1: must be a number > 0", "e.g. finetune.optimizer.lr=0.0001"]),
+         ["finetune.optimizer.lr=-1: must be a number > 0", "e.g. finetune.optimizer.lr=0.0001"], process=True),
     refused("batch-size-zero", ["finetune.batch_size=0"], ["finetune.batch_size=0: must be an integer >= 1"]),
     refused("val-frac-above-one", ["task=cifar10", "task.val_frac=1.5"],
             ["task.val_frac=1.5: must be a number in (0, 1)"]),
@@ -249,7 +271,7 @@ CASES = [
     Case("shape-does-not-fit-embedder", ["embedder.name=conv1d"], ["takes inputs shaped (C, L)"]),
     # data
     Case("data-root-missing", [], ["absent", "training2017", "physionet.org"],
-         lambda tmp: ["task=ecg", f"data.root={tmp / 'absent'}", "data.download=false"]),
+         lambda tmp: ["task=ecg", f"data.root={tmp / 'absent'}", "data.download=false"], process=True),
     Case("data-root-is-a-file", [], ["data.root", "is a file", "point data.root at the folder"], a_file),
     Case("corrupt-mat", [], ["could not read", "A00002.mat", "download it again"],
          data_of(write_physionet2017, "ecg", lambda r: truncate(r / "training2017" / "A00002.mat", 0.1))),
@@ -283,11 +305,11 @@ CASES = [
                                          "finetune.accumulate_grad_batches=1000"],
          ["would never step", "lower the accumulation"]),
     Case("non-finite-loss", ["method=finetune", "finetune.optimizer.lr=1e30", "finetune.new_lr=1e30"],
-         ["non-finite loss", "lower the learning rate"]),
+         ["non-finite loss", "lower the learning rate"], process=True),
     # the run folder
     refused("read-only-output", [], ["read-only", "choose another hydra.run.dir"], read_only),
     refused("run-folder-under-a-file", [], ["is a file", "choose another hydra.run.dir"], under_a_file),
-    Case("finished-run", [], ["results.json exists", "not overwritten"], finished_run),
+    Case("finished-run", [], ["results.json exists", "not overwritten"], finished_run, process=True),
     refused("checkpoints-of-another-config", [], ["checkpoints of another configuration", "seed: 0 -> 1"],
          other_config_checkpoints),
 ]
@@ -300,11 +322,11 @@ def test_bad_input_fails_in_one_line_and_keeps_files(case, tmp_path, monkeypatch
         args = [a.replace("hydra.run.dir", "hydra.sweep.dir") for a in args]
     before = snapshot(tmp_path)
     try:
-        if case.preflight:
-            returncode, stderr = run_main(args, tmp_path, monkeypatch, capsys)
-        else:
+        if case.process:
             proc = run_cli(args, tmp_path)
             returncode, stderr = proc.returncode, proc.stderr
+        else:
+            returncode, stderr = run_main(args, tmp_path, monkeypatch, capsys, refused=case.preflight)
     finally:
         if case.id == "read-only-output" and os.geteuid() == 0:
             subprocess.run(["chattr", "-i", str(tmp_path / "locked")])

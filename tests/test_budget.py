@@ -133,8 +133,8 @@ def test_a_plan_the_first_steps_contradict_is_replanned_from_step_0(make_cfg, tm
     so that `finetune.max_steps` repeats it; the cache keeps the re-planned plan, not the
     contradicted calibration. (The slow case, a calibration taken in another process's
     burst, is the same decision: test_check_plan_replans_for_the_time_left_at_the_real_speed.)"""
-    monkeypatch.setattr(pipeline, "calibrate", _calibrated_as(1e-4, []))  # 14 s: a short re-planned fit, twice
-    replanned = train(make_cfg(*BUDGETED, "budget_s=14", run_dir=tmp_path / "replanned"))
+    monkeypatch.setattr(pipeline, "calibrate", _calibrated_as(1e-4, []))  # 12 s: a short re-planned fit, twice
+    replanned = train(make_cfg(*BUDGETED, "budget_s=12", run_dir=tmp_path / "replanned"))
     ft, plan = replanned["finetune"], replanned["finetune"]["plan"]
     assert plan["source"].startswith(f"re-planned at step {plan['check']['at_step']}: measured ")
     assert plan["check"]["replaced"]["source"] == "calibrated" and plan["check"]["planned_step_s"] == 0.00013
@@ -142,10 +142,10 @@ def test_a_plan_the_first_steps_contradict_is_replanned_from_step_0(make_cfg, tm
     assert ft["steps_done"] == ft["steps_planned"] == plan["max_steps"]
     saved = tmp_path / "replanned" / "checkpoints" / "finetune-plan.json"
     assert json.loads(saved.read_text()) == plan
-    cached = json.loads(plan_cache.plan_path(make_cfg(*BUDGETED, "budget_s=14")).read_text())
+    cached = json.loads(plan_cache.plan_path(make_cfg(*BUDGETED, "budget_s=12")).read_text())
     assert cached["plan"] == plan and cached["run_dir"] == str(tmp_path / "replanned")
 
-    repeat = train(make_cfg(*BUDGETED, "budget_s=14", f"finetune.max_steps={ft['steps_done']}",
+    repeat = train(make_cfg(*BUDGETED, "budget_s=12", f"finetune.max_steps={ft['steps_done']}",
                             run_dir=tmp_path / "repeat"))
     assert repeat["metrics"] == replanned["metrics"] and repeat["finetune"]["selected_step"] == ft["selected_step"]
 
@@ -154,7 +154,7 @@ def test_a_plan_the_first_steps_contradict_is_replanned_from_step_0(make_cfg, tm
     (tmp_path / "killed" / "checkpoints").mkdir(parents=True)
     (tmp_path / "killed" / "checkpoints" / "finetune-plan.json").write_text(saved.read_text())
     monkeypatch.setattr(pipeline, "calibrate", None)
-    resumed = train(make_cfg(*BUDGETED, "budget_s=14", run_dir=tmp_path / "killed"))
+    resumed = train(make_cfg(*BUDGETED, "budget_s=12", run_dir=tmp_path / "killed"))
     assert resumed["finetune"]["plan"] == plan and resumed["metrics"] == replanned["metrics"]
 
 

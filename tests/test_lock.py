@@ -115,3 +115,24 @@ def test_two_runs_started_on_one_folder_at_once(tmp_path):
     third = subprocess.run([sys.executable, "-m", "orca.train", *ARGS, f"hydra.run.dir={folder}"], cwd=ROOT,
                            env=env_of(tmp_path), capture_output=True, text=True, timeout=600)
     assert third.returncode == 2 and "results.json exists" in error_line(third.stderr)
+
+
+def test_a_sweep_skips_a_run_that_a_live_process_holds(tmp_path):
+    """Two reproduce_table processes on one output folder: the second neither sets the first's
+    live run aside nor runs it again."""
+    from orca.sweep import Run, run_missing
+
+    folder = tmp_path / "digits" / "orca" / "s0"
+    folder.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], cwd=ROOT, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        lines = []
+        counts = run_missing([Run("digits", "orca", 0, folder, ())], log=lines.append)
+        assert counts == {"done": 0, "ran": 0, "failed": 0, "busy": 1}
+        assert f"pid {holder.pid}" in lines[-1] and lines[-1].startswith("    skipped: ")
+        assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(["digits", "orca", "s0", LOCK_NAME])  # nothing moved
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
