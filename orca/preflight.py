@@ -154,7 +154,10 @@ def _check_groups(group_options: _GroupOptions, job: list[_Fixed]) -> None:
     for o in job:
         options = group_options(o.key)
         value = o.input_line.split("=", 1)[-1]
-        if options and "=" in o.input_line and value not in options and value != "null":
+        if options and "=" in o.input_line and value == "null":  # Hydra's own answer: a ValueError traceback
+            raise ConfigError(f"{o.input_line}: a config group takes one of its options ({', '.join(options)}); "
+                              f"~{o.key} leaves it out where that is allowed (~logger: no logger)")
+        if options and "=" in o.input_line and value not in options:
             raise ConfigError(f"unknown {o.key} {value!r}; known {o.key}s: {', '.join(options)} "
                               f"(or add configs/{o.key}/{value}.yaml)")
 

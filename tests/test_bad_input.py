@@ -213,6 +213,8 @@ CASES = [
     # values out of range or not among the choices (orca/schema.py)
     Case("lr-negative", ["finetune.optimizer.lr=-1"],
          ["finetune.optimizer.lr=-1: must be a number > 0", "e.g. finetune.optimizer.lr=0.0001"], process=True),
+    refused("group-set-to-null", ["logger=null"], ["logger=null: a config group takes one of its options",
+                                                  "csv, mlflow, tensorboard, wandb", "~logger"]),
     refused("batch-size-zero", ["finetune.batch_size=0"], ["finetune.batch_size=0: must be an integer >= 1"]),
     refused("val-frac-above-one", ["task=cifar10", "task.val_frac=1.5"],
             ["task.val_frac=1.5: must be a number in (0, 1)"]),
