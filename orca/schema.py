@@ -39,13 +39,17 @@ from orca.methods import MODELS, PEFT, TRAINABLE, MethodConfig
 @dataclass(frozen=True)
 class Rule:
     """Annotation: a check beyond type and range, and its words (`whole`: the words say
-    everything the option takes, in place of the type's)."""
+    everything the option takes, in place of the type's). `holds` None: words only, the type
+    checks what it can and the option's consumer the rest (Lightning, its trainer options)."""
 
     words: str
-    holds: Callable[[Any], bool]
+    holds: Callable[[Any], bool] | None = None
     whole: bool = False
 
     def __get_pydantic_core_schema__(self, source, handler):
+        if self.holds is None:
+            return handler(source)
+
         def check(value):
             if not self.holds(value):
                 raise ValueError(self.words)
@@ -68,7 +72,7 @@ StepsOrAll = Rule("an integer >= 1, or -1 (as many steps as fit in budget_s, els
                   lambda v: v == -1 or v >= 1, whole=True)
 BatchesOrShare = Rule("an integer >= 1 (training batches) or a number in (0, 1] (a share of an epoch)",
                       lambda v: v >= 1 if isinstance(v, int) else 0 < v <= 1, whole=True)
-Lightning = Rule("a value Lightning's Trainer accepts", lambda v: True, whole=True)
+Lightning = Rule("a value Lightning's Trainer accepts", whole=True)  # Lightning checks it (orca/pipeline.py: _trainer)
 
 
 class Closed(BaseModel):
@@ -253,7 +257,7 @@ class Trainer(Open):
     num_nodes: Count = None
     strategy: Annotated[str, Lightning] = None
     precision: Annotated[str | int, Lightning] = None
-    deterministic: Annotated[bool | Literal["warn"], Rule("true, false or warn", lambda v: True, whole=True)] = None
+    deterministic: Annotated[bool | Literal["warn"], Rule("true, false or warn", whole=True)] = None
     enable_progress_bar: bool = None
     log_every_n_steps: Count = None
     use_distributed_sampler: bool = None
