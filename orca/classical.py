@@ -64,7 +64,7 @@ def evaluate(task: Task, outputs: torch.Tensor, dataset) -> dict[str, float]:
     y, *rest = labels_of(dataset)
     metrics.update(outputs, y, **task.extras(rest))
     values = {k: float(v) for k, v in metrics.compute().items()}
-    return {**values, "error": task.error(values)}
+    return task.scores(values)
 
 
 def fit_classical(task: Task, splits: Splits, seed: int = 0, max_iter: int = 300, max_train: int = 50_000):

@@ -1,4 +1,5 @@
-"""Metrics that torchmetrics lacks, each accumulated over a whole split.
+"""Metrics that torchmetrics lacks, each accumulated over a whole split (and
+:class:`ChunkedScore`, ORCA's mean over chunks of a split, for ``reference_error``).
 
 Every ``update`` takes ``(preds, target, mask=None)``; ``mask`` marks the entries that
 count (a :class:`torchmetrics.MetricCollection` passes it only to metrics that accept it).
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import torch
 import torchmetrics
 from torchmetrics.classification import BinaryAUROC
@@ -163,3 +165,41 @@ class GroupVoteF1(torchmetrics.Metric):
         label_counts = torch.zeros(g, k, dtype=torch.long, device=votes.device).index_put_((group, labels), torch.ones_like(labels), accumulate=True)
         return torchmetrics.functional.classification.multiclass_f1_score(
             vote_counts.argmax(1), label_counts.argmax(1), k, average="macro")
+
+
+class ChunkedScore(torchmetrics.Metric):
+    """A score as ORCA's ``evaluate`` (src/main.py) computes it: the split in a fixed random
+    order (ORCA's test loaders are shuffled once, unseeded; here with `seed`), cut into
+    consecutive chunks of `chunk` samples (the last may be shorter), ``score(preds, target)``
+    of each chunk, averaged over the chunks.
+
+    For F1, AUROC and mAP a mean over chunks is not the split's score; records keep it beside
+    the split's (``reference_error``) as the number ORCA's code would print.
+    ``update(preds (B, ...), target (B, ...))``; `score` takes float64 numpy arrays."""
+
+    full_state_update = False
+
+    def __init__(self, score, chunk: int = 1000, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.score, self.chunk, self.seed = score, chunk, seed
+        self.add_state("preds", default=[], dist_reduce_fx="cat")
+        self.add_state("target", default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        self.preds.append(preds.detach().double())
+        self.target.append(target.detach().double())
+
+    def compute(self) -> torch.Tensor:
+        cat = torchmetrics.utilities.dim_zero_cat
+        preds, target = cat(self.preds).cpu().numpy(), cat(self.target).cpu().numpy()
+        order = torch.randperm(len(preds), generator=torch.Generator().manual_seed(self.seed)).numpy()
+        chunks = [order[i:i + self.chunk] for i in range(0, len(order), self.chunk)]
+        return torch.tensor(float(np.mean([self.score(preds[c], target[c]) for c in chunks])))
+
+
+def orca_ecg_f1(logits: np.ndarray, target: np.ndarray) -> float:
+    """ORCA's ``ecg_f1`` (src/utils.py): the mean F1 of the classes present in the chunk's
+    labels or predictions (scikit-learn's classification report), not of all four."""
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(target.astype(int), logits.argmax(1), average="macro", zero_division=0))

@@ -469,7 +469,12 @@ def _train_in(cfg: DictConfig, run_dir: Path) -> dict:
     with timer.stage("data"):
         task = create_task(cfg.task.name, **node_options(cfg.task))
         splits = task.load(cfg.data.root, download=cfg.data.download,
-                           max_samples=node_options(cfg.data.max_samples, drop=()), seed=cfg.data.subset_seed)
+                           max_samples=node_options(cfg.data.max_samples, drop=()), seed=cfg.data.subset_seed,
+                           orca_data=cfg.protocol.data == "orca")
+    if cfg.protocol.select_on == "val" and not len(splits.val):
+        raise ConfigError(f"task {task.name!r} has no validation split under protocol.data={cfg.protocol.data} "
+                          "(ORCA's `valid_split: False`); select on test with protocol=reference, or use our "
+                          "splits with protocol.data=ours")
     log.info("task %s: %s samples (train/val/test), input %s", task.name, splits.sizes(), task.input_shape)
     if cfg.protocol.select_on not in SELECT_ON:
         raise ConfigError(f"protocol.select_on={cfg.protocol.select_on!r}; known: {', '.join(SELECT_ON)}")
@@ -488,7 +493,7 @@ def _train_in(cfg: DictConfig, run_dir: Path) -> dict:
     record = {
         "task": task.name, "method": method.name, "body": None if classical else cfg.body.name, "seed": int(cfg.seed),
         "budget": cfg.budget_name,
-        "protocol": {"name": cfg.protocol.name, "select_on": cfg.protocol.select_on,
+        "protocol": {"name": cfg.protocol.name, "select_on": cfg.protocol.select_on, "data": cfg.protocol.data,
                      "note": REFERENCE_LABEL if cfg.protocol.select_on == "test" else None},
         "metrics": {"val": parts["val"], "test": parts["test"]},
         "error_name": task.error_name, "paper": task.paper,

@@ -88,13 +88,14 @@ def score(run_dir: str | Path, split: str, task_options: dict | None = None, dat
     recorded = record["config"]
     options = {k: v for k, v in recorded["task"].items() if k != "name"} | (task_options or {})
     task = create_task(recorded["task"]["name"], **options)
-    dataset = getattr(task.load(data_root or recorded["data"]["root"], download=False), split)
+    orca_data = recorded.get("protocol", {}).get("data") == "orca"
+    dataset = getattr(task.load(data_root or recorded["data"]["root"], download=False, orca_data=orca_data), split)
     metrics = task.metrics()
     with torch.no_grad():
         for x, y, *rest in DataLoader(dataset, batch_size=batch_size):
             metrics.update(model(x), y, **task.extras(rest))
     values = {name: float(value) for name, value in metrics.compute().items()}
-    return {**values, "error": task.error(values), "samples": len(dataset)}
+    return {**task.scores(values), "samples": len(dataset)}
 
 
 def _batch_size(args: dict[str, str]) -> int:

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, model_
 from pydantic_core import core_schema
 
 from orca.choices import (ALIGN_SCHEDULES, DECODERS, EMBEDDER_INITS, IMAGE_TRANSFORMS, INNER_METHODS, LOOPS,
-                          OPTIMIZERS, POOLS, SELECT_ON)
+                          OPTIMIZERS, POOLS, PROTOCOL_DATA, SELECT_ON)
 from orca.errors import ConfigError
 from orca.methods import MODELS, PEFT, TRAINABLE, MethodConfig
 
@@ -266,6 +266,7 @@ class Trainer(Open):
 class Protocol(Closed):
     name: str = None
     select_on: Literal[SELECT_ON] = None
+    data: Literal[PROTOCOL_DATA] = None  # each task's splits and preprocessing: ours or those of ORCA's code
 
 
 class Paths(Closed):

@@ -241,7 +241,7 @@ class FinetuneStage(L.LightningModule):
     def _log_split(self, metrics, prefix: str) -> None:
         values = {k.removeprefix(prefix): float(v) for k, v in metrics.compute().items()}
         metrics.reset()
-        values["error"] = self.task.error(values)
+        values = self.task.scores(values)
         self.log_dict({f"{prefix}{k}": v for k, v in values.items()}, prog_bar=prefix == "val/")
 
     def on_validation_epoch_end(self):

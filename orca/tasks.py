@@ -154,15 +154,20 @@ class Task(ABC):
     paper: ClassVar[dict[str, float]] = {}  # the comparison table's column (DESIGN.md section 4)
     align_clusters: ClassVar[int] = 10  # k of the k-means pseudo-labels (non-class targets)
     # What the arrays after (inputs, targets) hold, by name: a dense task's mask, or the
-    # recording each window was cut from ("groups", (n,) int64; subsets keep whole groups).
+    # recording each window was cut from ("groups", (n,) int64).
     extra_names: ClassVar[tuple[str, ...]] = ("mask",)
+    cap_keeps_groups: ClassVar[bool] = True  # a budget's cap keeps whole groups (False: samples across them)
+    # Set by :meth:`load`: the splits and preprocessing of ORCA's code (protocol.data=orca)
+    # instead of ours; a task whose data is ORCA's either way ignores it.
+    orca_data: bool = False
 
     @abstractmethod
     def load_arrays(self, root: Path, download: bool) -> dict[str, tuple[np.ndarray, ...]]:
         """Return {split: (inputs, targets, *extras)} for train, val, test (see `extra_names`)."""
 
     def load(self, root: str | Path, download: bool = True, max_samples: dict | None = None,
-             seed: int = 0) -> Splits:
+             seed: int = 0, orca_data: bool = False) -> Splits:
+        self.orca_data = orca_data
         root = Path(root).expanduser()
         if root.exists() and not root.is_dir():
             raise DataNotFoundError(f"data.root {root} is a file; point data.root at the folder that holds "
@@ -180,7 +185,8 @@ class Task(ABC):
             labels[split] = targets[0]
             cap = (max_samples or {}).get(split)
             if cap is not None and len(x) > cap:  # a budget's cap: a fixed random subset
-                keep = capped_subset(len(x), cap, seed, self.extras(targets[1:]).get("groups"))
+                groups = self.extras(targets[1:]).get("groups") if self.cap_keeps_groups else None
+                keep = capped_subset(len(x), cap, seed, groups)
                 x, targets = x[keep], [t[keep] for t in targets]
             kept[split] = targets[0]
             others = [torch.as_tensor(t) for t in targets]
@@ -228,6 +234,20 @@ class Task(ABC):
     @abstractmethod
     def error(self, metrics: dict[str, float]) -> float:
         """The paper's lower-is-better number, in the paper's units."""
+
+    # What `reference_error` is, for a task whose number ORCA's code computes otherwise.
+    reference_error_name: ClassVar[str | None] = None
+
+    def reference_error(self, metrics: dict[str, float]) -> float | None:
+        """The paper's number as ORCA's code computes it (chunked, thresholded, ...), where
+        that differs from `error`; None where it does not."""
+        return None
+
+    def scores(self, metrics: dict[str, float]) -> dict[str, float]:
+        """A split's metrics with its `error` and, where the task has one, `reference_error`."""
+        reference = self.reference_error(metrics)
+        extra = {} if reference is None else {"reference_error": reference}
+        return {**metrics, "error": self.error(metrics), **extra}
 
     def align_labels(self, targets: torch.Tensor) -> torch.Tensor:
         """Labels for OTDD (n,) int64 in 0..C-1: k-means clusters of the flattened targets."""

@@ -40,8 +40,46 @@ def test_splits_hold_each_recording_once_and_cut_windows_when_read(ecg_root):
 
 def test_training_windows_take_the_published_class_strides():
     assert create_task("ecg").strides == [500, 83, 250, 25]  # N, A, O, ~
-    assert create_task("ecg").eval_strides == [500] * 4
-    assert create_task("ecg", eval_stride=None).eval_strides == [500, 83, 250, 25]  # the reference's test windows
+    assert create_task("ecg").eval_strides == [500, 83, 250, 25]  # the benchmark's test windows, by default
+    assert create_task("ecg", eval_stride=500).eval_strides == [500] * 4
+
+
+def test_default_cut_is_the_benchmarks_so_normal_windows_are_a_minority(tmp_path):
+    # In the published data 59 % of recordings are "N", 9 % "A", 28 % "O", 3 % "~"; the class
+    # strides give a rare class's recording 2 to 20 times the windows of a normal one.
+    root = write_physionet2017(tmp_path / "ecg", n_per_class=(118, 18, 56, 8))
+    for task, most in ((create_task("ecg"), 0.40), (create_task("ecg", eval_stride=500), 1.0)):
+        splits = task.load(root, download=False)
+        for split in ("val", "test"):
+            y = getattr(splits, split).tensors[1]
+            share = float((y == 0).float().mean())
+            assert share < most, (split, share)
+    share_every_500 = float((create_task("ecg", eval_stride=500).load(root, download=False).test.tensors[1] == 0)
+                            .float().mean())
+    assert share_every_500 > 0.45  # cut alike, normal recordings dominate
+
+
+def test_orca_data_is_its_90_10_recording_split_without_validation(ecg_root):
+    from sklearn.model_selection import train_test_split
+
+    task = create_task("ecg")
+    splits = task.load(ecg_root, download=False, orca_data=True)
+    records = read_reference(ecg_root / "training2017")
+    labels = [label for _, label in records]
+    # ORCA's load_ecg: train_test_split(all_data, all_label, test_size=0.1, random_state=0)
+    _, _, _, _, train_ids, test_ids = train_test_split(np.zeros(len(records)), labels, np.arange(len(records)),
+                                                       test_size=0.1, random_state=0)
+    assert set(splits.train.tensors[2].tolist()) == set(train_ids.tolist())
+    assert set(splits.test.tensors[2].tolist()) == set(test_ids.tolist())
+    assert len(splits.val) == 0
+    # Test windows take the class strides, as slide_and_cut cuts them.
+    lengths = {i: int((ecg_root / "training2017" / f"{name}.hea").read_text().split()[3])
+               for i, (name, _) in enumerate(records)}
+    expected = sum(len(range(0, lengths[i] - 1000, task.strides[labels[i]])) for i in test_ids)
+    assert len(splits.test) == expected
+    # Together, training and test hold every window once: train + validation is ORCA's training set.
+    both = splits.selected_on_test()
+    assert len(both.train) == len(splits.train) and both.val is splits.test
 
 
 def test_loader_reads_release_and_splits_by_recording(ecg_root):
@@ -54,7 +92,7 @@ def test_loader_reads_release_and_splits_by_recording(ecg_root):
     records = read_reference(ecg_root / "training2017")
     lengths = [int((ecg_root / "training2017" / f"{name}.hea").read_text().split()[3]) for name, _ in records]
     n_windows = [len(windows(np.zeros(n), 1000, task.strides[label])) for n, (_, label) in zip(lengths, records)]
-    n_eval = [len(windows(np.zeros(n), 1000, 500)) for n in lengths]  # validation and test: stride 500
+    n_eval = [len(windows(np.zeros(n), 1000, task.eval_strides[label])) for n, (_, label) in zip(lengths, records)]
     in_train = set(groups.tolist())
     total = sum(len(getattr(splits, s)) for s in ("train", "val", "test"))
     assert total == sum(n_windows[i] if i in in_train else n_eval[i] for i in range(len(records)))
@@ -91,15 +129,18 @@ def test_missing_data_names_path_and_url(tmp_path):
     assert URL in str(err.value)
 
 
-def test_budget_caps_take_fixed_subsets_of_whole_recordings(ecg_root):
-    full = create_task("ecg").load(ecg_root, download=False)
-    cap = len(full.test) // 2
-    capped = create_task("ecg").load(ecg_root, download=False, max_samples={"test": cap}, seed=0)
-    assert 0 < len(capped.test) <= cap and len(capped.train) == len(full.train)
-    kept = capped.test.tensors[2]
-    for g in kept.unique():  # every kept recording keeps all its windows
-        assert (kept == g).sum() == (full.test.tensors[2] == g).sum()
-    again = create_task("ecg").load(ecg_root, download=False, max_samples={"test": cap}, seed=0)
+def test_budget_caps_take_fixed_window_subsets_from_all_recordings(tmp_path):
+    root = write_physionet2017(tmp_path / "ecg", n_per_class=(40, 10, 20, 5))
+    full = create_task("ecg").load(root, download=False)
+    cap = len(full.test) // 4
+    capped = create_task("ecg").load(root, download=False, max_samples={"test": cap}, seed=0)
+    assert len(capped.test) == cap and len(capped.train) == len(full.train)
+    kept, every = capped.test.tensors[2], full.test.tensors[2]
+    # Windows, not whole recordings: most recordings are represented, few by all their windows.
+    assert len(kept.unique()) > 0.6 * len(every.unique())
+    whole = sum(int((kept == g).sum() == (every == g).sum()) for g in kept.unique())
+    assert whole < len(kept.unique()) / 2
+    again = create_task("ecg").load(root, download=False, max_samples={"test": cap}, seed=0)
     assert torch.equal(capped.test.tensors[0], again.test.tensors[0])
 
 
@@ -126,3 +167,28 @@ def test_record_f1_votes_over_each_recordings_windows():
     values = {k: float(v) for k, v in metrics.compute().items()}
     # records: predicted (1, 0, 3) against true (1, 0, 2): F1 class 0: 1, class 1: 1, class 2: 0, class 3: 0
     assert values["record_f1_macro"] == pytest.approx(2 / 4)
+
+
+def test_reference_error_is_orcas_chunked_f1_of_present_classes():
+    from orca.metrics import ChunkedScore, orca_ecg_f1
+
+    # ORCA's ecg_f1 on one chunk: labels (0, 0, 1, 1), predictions (0, 1, 1, 1); classes 2 and 3
+    # appear in neither, so the mean runs over classes 0 and 1: F1 0 = 2/3, F1 1 = 4/5.
+    logits = torch.eye(4)[[0, 1, 1, 1]].double().numpy()
+    assert orca_ecg_f1(logits, np.array([0, 0, 1, 1])) == pytest.approx((2 / 3 + 4 / 5) / 2)
+    # Chunks of 3 over 7 samples in the metric's fixed order: the mean of three chunk scores.
+    preds, target = torch.eye(4)[[0, 1, 2, 3, 0, 2, 1]], torch.tensor([0, 1, 2, 0, 0, 3, 1])
+    metric = ChunkedScore(orca_ecg_f1, chunk=3, seed=0)
+    metric.update(preds[:4], target[:4])
+    metric.update(preds[4:], target[4:])
+    order = torch.randperm(7, generator=torch.Generator().manual_seed(0)).numpy()
+    by_hand = [orca_ecg_f1(preds[c].double().numpy(), target[c].numpy()) for c in (order[:3], order[3:6], order[6:])]
+    assert float(metric.compute()) == pytest.approx(np.mean(by_hand))
+    assert float(metric.compute()) != pytest.approx(
+        float(create_task("ecg").metrics()["f1_macro"](preds, target)))  # not the split's F1
+    task = create_task("ecg")
+    metrics = task.metrics()
+    metrics.update(preds, target, groups=torch.arange(7))
+    values = task.scores({k: float(v) for k, v in metrics.compute().items()})
+    assert values["reference_error"] == pytest.approx(1 - values["orca_f1"])
+    assert values["error"] == pytest.approx(1 - values["f1_macro"])
