@@ -168,31 +168,32 @@ class GroupVoteF1(torchmetrics.Metric):
 
 
 class ChunkedScore(torchmetrics.Metric):
-    """A score as ORCA's ``evaluate`` (src/main.py) computes it: the split in a fixed random
-    order (ORCA's test loaders are shuffled once, unseeded; here with `seed`), cut into
+    """A score as ORCA's ``evaluate`` (src/main.py) computes it: the split cut into
     consecutive chunks of `chunk` samples (the last may be shorter), ``score(preds, target)``
-    of each chunk, averaged over the chunks.
+    of each chunk, averaged over the chunks. With `seed` the split is first put in a fixed
+    random order (ORCA shuffles ECG's test windows once, unseeded); without, it keeps its own.
 
     For F1, AUROC and mAP a mean over chunks is not the split's score; records keep it beside
     the split's (``reference_error``) as the number ORCA's code would print.
-    ``update(preds (B, ...), target (B, ...))``; `score` takes float64 numpy arrays."""
+    ``update(preds (B, ...), target (B, ...))``; `score` takes float32 numpy arrays."""
 
     full_state_update = False
 
-    def __init__(self, score, chunk: int = 1000, seed: int = 0, **kwargs):
+    def __init__(self, score, chunk: int = 1000, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.score, self.chunk, self.seed = score, chunk, seed
         self.add_state("preds", default=[], dist_reduce_fx="cat")
         self.add_state("target", default=[], dist_reduce_fx="cat")
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        self.preds.append(preds.detach().double())
-        self.target.append(target.detach().double())
+        self.preds.append(preds.detach().float())
+        self.target.append(target.detach().float())
 
     def compute(self) -> torch.Tensor:
         cat = torchmetrics.utilities.dim_zero_cat
         preds, target = cat(self.preds).cpu().numpy(), cat(self.target).cpu().numpy()
-        order = torch.randperm(len(preds), generator=torch.Generator().manual_seed(self.seed)).numpy()
+        order = (np.arange(len(preds)) if self.seed is None else
+                 torch.randperm(len(preds), generator=torch.Generator().manual_seed(self.seed)).numpy())
         chunks = [order[i:i + self.chunk] for i in range(0, len(order), self.chunk)]
         return torch.tensor(float(np.mean([self.score(preds[c], target[c]) for c in chunks])))
 
@@ -203,3 +204,105 @@ def orca_ecg_f1(logits: np.ndarray, target: np.ndarray) -> float:
     from sklearn.metrics import f1_score
 
     return float(f1_score(target.astype(int), logits.argmax(1), average="macro", zero_division=0))
+
+
+def orca_mean_auroc(logits: np.ndarray, target: np.ndarray) -> float:
+    """ORCA's ``auroc`` (src/utils.py, DeepSEA): per label, the area under scikit-learn's ROC
+    curve of the sigmoid scores; the nan-mean over labels (a label with one class in the
+    chunk gives nan)."""
+    from sklearn.metrics import auc, roc_curve
+
+    scores = 1 / (1 + np.exp(-logits.astype(np.float64)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn warns for a label with one class; its area is nan
+        areas = [auc(*roc_curve(target[:, k], scores[:, k])[:2]) for k in range(target.shape[1])]
+    return float(np.nanmean(areas))
+
+
+def orca_thresholded_auroc(logits: np.ndarray, target: np.ndarray) -> float:
+    """ORCA's ``inv_auroc`` (src/utils.py, Cosmic) as 1 - its value: scikit-learn's AUROC of
+    the 0/1 predictions ``logits > 0`` against the targets, over every pixel of the chunk
+    (the ignore mask is not applied). A thresholded AUROC is the mean of the true-positive
+    and true-negative rates, not an AUROC."""
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(target.reshape(-1) > 0.5, (logits > 0).reshape(-1)))
+
+
+class ClipMeanAP(torchmetrics.Metric):
+    """Mean average precision over clips instead of chunks (FSD50K, as its benchmark and ORCA's
+    evaluation score it): a clip's logits are the mean of its chunks' logits, its labels its
+    chunks' labels; average precision per label from the clips' scores, averaged over the
+    labels with a positive clip. ``update(preds (B, K), target (B, K), groups (B,))``."""
+
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        for name in ("preds", "target", "groups"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor, groups: torch.Tensor) -> None:
+        self.preds.append(preds.detach().float())
+        self.target.append(target.detach().float())
+        self.groups.append(groups.long())
+
+    def compute(self) -> torch.Tensor:
+        cat = torchmetrics.utilities.dim_zero_cat
+        preds, target, groups = cat(self.preds), cat(self.target), cat(self.groups)
+        _, clip = torch.unique(groups, return_inverse=True)  # (n,) 0..G-1
+        g = int(clip.max()) + 1
+        sums = torch.zeros(g, preds.shape[1], dtype=preds.dtype, device=preds.device).index_add_(0, clip, preds)
+        counts = torch.zeros(g, dtype=preds.dtype, device=preds.device).index_add_(0, clip, torch.ones_like(clip, dtype=preds.dtype))
+        labels = torch.zeros_like(sums).index_reduce_(0, clip, target, "amax", include_self=False)
+        ap = MultilabelMeanAveragePrecision(preds.shape[1]).to(preds.device)
+        return ap(sums / counts[:, None], labels.long())  # mean logits; it takes the sigmoid
+
+
+def orca_psicov_mae8(pred: np.ndarray, target: np.ndarray, length: int, pad: int = 5) -> float:
+    """MAE8 of one protein as ORCA's ``psicov_mae`` (src/utils.py) computes it, defects kept:
+    `pred` and `target` (S, S) with the protein padded by `pad` and placed top-left.
+
+    Its upper triangle is averaged with the lower, clipped below at 0.01 and shifted up-left
+    by `pad`; then averaged with the lower triangle a second time (so the upper triangle
+    weighs 1/4, the lower 3/4) inside `length` x `length`, where `length` is the first PSICOV
+    protein's, whichever protein is scored (ORCA indexes its length table with the index
+    within the batch, always 0 at its evaluation batch of 1); the mean of |true - predicted|
+    over pairs q - p >= 24 with true distance <= 8 inside that square; inf where none."""
+    side = len(pred)
+    p = pred.astype(np.float64)
+    upper = np.triu_indices(side)
+    p[upper] = (p.T[upper] + p[upper]) / 2
+    p = np.maximum(p, 0.01)
+    y = target.astype(np.float64)
+    p[: side - 2 * pad, : side - 2 * pad] = p[pad : side - pad, pad : side - pad].copy()
+    y[: side - 2 * pad, : side - 2 * pad] = y[pad : side - pad, pad : side - pad].copy()
+    p, y = p[:length, :length], y[:length, :length]
+    averaged = (p.T + p) / 2  # PAVG's upper triangle; its lower one never counts (separation >= 24)
+    rows, cols = np.indices(y.shape)
+    scored = (cols - rows >= 24) & (y <= 8)
+    return float(np.abs(y - averaged)[scored].mean()) if scored.any() else float("inf")
+
+
+class OrcaContactMAE(torchmetrics.Metric):
+    """PSICOV's MAE8 as ORCA's code prints it: :func:`orca_psicov_mae8` of each protein
+    (its evaluation batch of 1 makes each protein a chunk), averaged over proteins.
+    ``update(preds (B, S, S), target (B, S, S))``."""
+
+    higher_is_better = False
+    full_state_update = False
+
+    def __init__(self, length: int, **kwargs):
+        super().__init__(**kwargs)
+        self.length = length
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        for p, t in zip(preds.detach().cpu().numpy(), target.cpu().numpy()):
+            self.total += orca_psicov_mae8(p, t, self.length)
+            self.count += 1
+
+    def compute(self) -> torch.Tensor:
+        return (self.total / self.count).float()

@@ -496,7 +496,7 @@ def _train_in(cfg: DictConfig, run_dir: Path) -> dict:
         "protocol": {"name": cfg.protocol.name, "select_on": cfg.protocol.select_on, "data": cfg.protocol.data,
                      "note": REFERENCE_LABEL if cfg.protocol.select_on == "test" else None},
         "metrics": {"val": parts["val"], "test": parts["test"]},
-        "error_name": task.error_name, "paper": task.paper,
+        "error_name": task.error_name, "reference_error_name": task.reference_error_name, "paper": task.paper,
         "align": parts.get("align"), "finetune": parts.get("finetune"), "classical": parts.get("classical"),
         "time_s": timer.totals(), "attempts": timer.attempts, "peak_rss_mb": round(peak_rss_mb(), 1),
         "peak_rss_mb_by_stage": timer.peak_rss_mb,

@@ -17,6 +17,9 @@ files (`split_seed`); test: every test file.
 Loss: binary cross-entropy with logits over the pixels that count (no positive weight, as
 ORCA). Metric: AUROC over all test pixels that count, from the scores (never from
 thresholded predictions, which is the reference's flaw); the paper's number is 1 - AUROC.
+`reference_error` is ORCA's ``inv_auroc`` (`orca_thresholded_auroc`): 1 - the AUROC of the
+0/1 predictions ``logit > 0`` over every pixel, ignored ones included, within chunks of
+1,000 images in the split's order, averaged over the chunks.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ import torch
 import torchmetrics
 
 from orca.errors import DataNotFoundError
-from orca.metrics import MaskedBinaryAUROC
+from orca.metrics import ChunkedScore, MaskedBinaryAUROC, orca_thresholded_auroc
 from orca.registry import TASKS
 from orca.tasks import DenseTask, fetch_archive, reading
 
@@ -91,8 +94,16 @@ class Cosmic(DenseTask):
             outputs, targets = outputs[mask], targets[mask]
         return torch.nn.functional.binary_cross_entropy_with_logits(outputs, targets.float())
 
+    reference_error_name = "ORCA's inv_auroc: 1 - AUROC of thresholded (> 0) outputs, mean over chunks of 1,000 images"
+
     def metrics(self):
-        return torchmetrics.MetricCollection({"auroc": MaskedBinaryAUROC()})
+        return torchmetrics.MetricCollection({
+            "auroc": MaskedBinaryAUROC(),
+            "orca_thresholded_auroc": ChunkedScore(orca_thresholded_auroc, chunk=1000),  # eval batch 1000 at 4
+        })
 
     def error(self, metrics):
         return 1.0 - metrics["auroc"]
+
+    def reference_error(self, metrics):
+        return 1.0 - metrics["orca_thresholded_auroc"]

@@ -36,6 +36,10 @@ map, padding included). Metric: MAE8 as NAS-Bench-360's ``calculate_mae``: the p
 is symmetrised and clipped below at 0.01; |true - predicted| is averaged over the pairs
 with j - i >= 24 and true distance <= 8 A inside each protein's own length, then over
 proteins (ORCA indexes the wrong protein's length; here each protein uses its own mask).
+`reference_error` is MAE8 as ORCA's code computes it (`orca_mae8`, orca/metrics.py:
+orca_psicov_mae8): every protein scored inside the first PSICOV protein's length, its
+prediction averaged with its transpose twice over. One difference stays: a distance missing
+from the structure is not scored here (our targets mark it unknown).
 """
 from __future__ import annotations
 
@@ -49,7 +53,7 @@ import torch
 import torchmetrics
 
 from orca.errors import ConfigError, DataNotFoundError
-from orca.metrics import ContactMAE
+from orca.metrics import ContactMAE, OrcaContactMAE
 from orca.registry import TASKS
 from orca.tasks import DenseTask, fetch_archive, reading
 
@@ -151,6 +155,10 @@ class Psicov(DenseTask):
         if self.max_proteins is not None:  # a fixed random subset of each split, before reading
             rng = np.random.default_rng(self.split_seed)
             ids = {s: [v[i] for i in np.sort(rng.permutation(len(v))[: self.max_proteins])] for s, v in ids.items()}
+        first = read_list(folder / "psicov.lst")[0]  # ORCA scores every protein with its length
+        with reading(folder / "psicov" / "distance" / f"{first}-cb.npy"):
+            self.first_test_length = int(np.load(folder / "psicov" / "distance" / f"{first}-cb.npy",
+                                                 allow_pickle=True)[0])
         self.check_memory(sum(len(v) for v in ids.values()))
         sets = {"train": "deepcov", "val": "deepcov", "test": "psicov"}
         out = {split: self.read_split(folder / sets[split], ids[split], split) for split in ids}
@@ -190,8 +198,17 @@ class Psicov(DenseTask):
             outputs, targets = outputs[mask], targets[mask]
         return torch.nn.functional.mse_loss(outputs, targets)
 
+    reference_error_name = "MAE8 as ORCA's psicov_mae computes it (the first PSICOV protein's length for every protein)"
+    first_test_length: int | None = None  # set by load_arrays: the first protein of psicov.lst's length
+
     def metrics(self):
-        return torchmetrics.MetricCollection({"mae8": ContactMAE(threshold=8.0, min_separation=24)})
+        metrics = {"mae8": ContactMAE(threshold=8.0, min_separation=24)}
+        if self.first_test_length is not None:  # known once the data is read
+            metrics["orca_mae8"] = OrcaContactMAE(self.first_test_length)
+        return torchmetrics.MetricCollection(metrics)
 
     def error(self, metrics):
         return metrics["mae8"]
+
+    def reference_error(self, metrics):
+        return metrics.get("orca_mae8")

@@ -97,6 +97,25 @@ def test_published_rows_only_when_asked(tmp_path):
     assert "published" not in markdown(collect(runs), "t")
 
 
+def test_reference_errors_get_a_table_of_their_own_beside_the_published_rows(tmp_path):
+    suite = Suite(tasks=("ta", "tb"), methods=("orca", "finetune"), seeds=(0, 1), budget="cpu")
+    runs = plan(suite, tmp_path)
+    for run in runs:
+        fake_record(run, 0.5 + 0.1 * run.seed)
+        if run.task == "ta":  # a task whose number ORCA's code computes otherwise
+            record = json.loads((run.folder / "results.json").read_text())
+            record["metrics"]["test"]["reference_error"] = 0.3 + 0.1 * run.seed
+            record["reference_error_name"] = "1 - chunked F1"
+            (run.folder / "results.json").write_text(json.dumps(record))
+    text = markdown(collect(runs, published=True), "t")
+    main, reference = text.split("## As ORCA's code computes the error")
+    assert "| finetune (ours) | 0.55 ± 0.071 (n=2) | 0.55 ± 0.071 (n=2) |" in main
+    assert "- ta: 1 - chunked F1" in reference and "tb" not in reference
+    assert "| orca (ours) | 0.35 ± 0.071 (n=2) |" in reference and "| ORCA (published) | 1 |" in reference
+    no_reference = plan(Suite(tasks=("tb",), methods=("orca",), seeds=(0,), budget="cpu"), tmp_path)
+    assert "As ORCA's code" not in markdown(collect(no_reference), "t")
+
+
 def run_script(*args):
     return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=600, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})

@@ -72,3 +72,25 @@ def test_error_is_one_minus_auroc_over_counted_pixels():
     values = {k: float(v) for k, v in metrics.compute().items()}
     assert values["auroc"] == pytest.approx(0.75)  # 3 of the 4 positive/negative pairs ranked right
     assert task.error(values) == pytest.approx(0.25)
+
+
+def test_reference_error_is_orcas_thresholded_auroc_per_chunk_over_every_pixel():
+    from orca.metrics import ChunkedScore, orca_thresholded_auroc
+
+    task = create_task("cosmic")
+    metrics = task.metrics()
+    scores = torch.tensor([[[0.1, -0.4], [0.35, -0.8]], [[-5.0, 4.0], [0.0, 0.0]]])
+    target = torch.tensor([[[0.0, 0.0], [1.0, 1.0]], [[1.0, 0.0], [0.0, 0.0]]])
+    mask = torch.ones(2, 2, 2, dtype=torch.bool)
+    mask[0, 0, 0] = False  # ignored pixels count in ORCA's number all the same
+    metrics.update(scores, target, mask=mask)
+    values = task.scores({k: float(v) for k, v in metrics.compute().items()})
+    # Predictions > 0 over all 8 pixels: positives (0.35, -0.8, -5) -> 1, 0, 0: TPR 1/3; negatives
+    # (0.1, -0.4, 4, 0, 0) -> 1, 0, 1, 0, 0: TNR 3/5. A 0/1 score's AUROC is (TPR + TNR) / 2.
+    assert values["reference_error"] == pytest.approx(1 - (1 / 3 + 3 / 5) / 2)
+    # In chunks (of one image here), the mean of each chunk's value.
+    chunked = ChunkedScore(orca_thresholded_auroc, chunk=1)
+    chunked.update(scores, target)
+    first = (1 / 2 + 1 / 2) / 2  # image 0: positives 0.35, -0.8 -> TPR 1/2; negatives 0.1, -0.4 -> TNR 1/2
+    second = (0 + 2 / 3) / 2  # image 1: positive -5 missed; negatives 4, 0, 0 -> TNR 2/3
+    assert float(chunked.compute()) == pytest.approx((first + second) / 2)

@@ -67,3 +67,23 @@ def test_error_is_one_minus_mean_auroc_over_defined_labels():
     # label 0: positives {2, -2} beat negatives {-1, 0.5} in 2 of 4 pairs; label 1: {0.2, 0.4} vs {0.3, 0.1}: 3 of 4
     assert values["auroc"] == pytest.approx((0.5 + 0.75) / 2)
     assert task.error(values) == pytest.approx(1 - 0.625)
+
+
+def test_reference_error_is_orcas_nanmean_auroc_per_chunk():
+    from orca.metrics import ChunkedScore, orca_mean_auroc
+
+    logits, targets = torch.zeros(4, 36), torch.zeros(4, 36)
+    logits[:, 0], targets[:, 0] = torch.tensor([2.0, -1.0, 0.5, -2.0]), torch.tensor([1.0, 0, 0, 1])
+    logits[:, 1], targets[:, 1] = torch.tensor([0.3, 0.1, 0.2, 0.4]), torch.tensor([0.0, 0, 1, 1])
+    # One chunk: labels with one class give nan and drop out of the mean, as the split's metric.
+    assert orca_mean_auroc(logits.numpy(), targets.numpy()) == pytest.approx((0.5 + 0.75) / 2)
+    # Chunks of 2: (samples 0, 1): label 0 has 1 vs 0 -> 1, label 1 has no positive -> nan: 1;
+    # (samples 2, 3): label 0: 0.5 (neg) vs -2 (pos) -> 0, label 1: both positive -> nan: 0.
+    chunked = ChunkedScore(orca_mean_auroc, chunk=2)
+    chunked.update(logits, targets)
+    assert float(chunked.compute()) == pytest.approx(0.5)
+    task = create_task("deepsea")
+    metrics = task.metrics()
+    metrics.update(logits, targets)
+    values = task.scores({k: float(v) for k, v in metrics.compute().items()})
+    assert values["reference_error"] == pytest.approx(1 - 0.625) and values["error"] == pytest.approx(1 - 0.625)

@@ -77,8 +77,11 @@ def test_loads_manifests_one_train_chunk_per_clip(tmp_path):
     splits = create_task("fsd50k").load(root, download=False)
     chunks = {name: sum(n for _, _, n in clips) for name, clips in CLIPS.items()}
     assert splits.sizes() == {"train": len(CLIPS["tr.csv"]), "val": chunks["val.csv"], "test": chunks["eval.csv"]}
-    x, y = splits.train.tensors
+    x, y, clips = splits.train.tensors
     assert x.shape[1:] == (1, 96, 102) and x.dtype == torch.float32
+    assert len(clips.unique()) == len(clips)  # one chunk a clip
+    test_clips = splits.test.tensors[2]  # every chunk of a test clip carries the clip's index
+    assert len(test_clips.unique()) == len(CLIPS["eval.csv"]) and len(test_clips) == chunks["eval.csv"]
     assert y.shape[1:] == (200,) and y.dtype == torch.float32
     # train clips in sorted id order, each labelled with its clip's labels
     index = {name: i for i, name in enumerate(NAMES)}
@@ -129,16 +132,35 @@ def test_loss_weights_positives_by_10():
     assert float(task.loss(torch.zeros(1, 200), targets)) == pytest.approx((20 * 10 + 180) * math.log(2) / 200)
 
 
-def test_error_is_one_minus_map_over_labels_with_positives():
+def test_map_is_over_labels_with_positives():
     task = create_task("fsd50k")
     logits, targets = torch.zeros(4, 200), torch.zeros(4, 200)  # labels 3..199 have no positive: skipped
     logits[:, 0], targets[:, 0] = torch.tensor([2.0, -1.0, 0.5, -2.0]), torch.tensor([1.0, 0, 0, 1])
     logits[:, 1], targets[:, 1] = torch.tensor([0.4, 0.3, 0.2, 0.1]), torch.tensor([1.0, 0, 1, 0])
     logits[:, 2], targets[:, 2] = torch.tensor([0.1, 0.2, 0.3, 0.4]), torch.ones(4)
     metrics = task.metrics()
-    metrics.update(logits, targets)
+    metrics.update(logits, targets, groups=torch.arange(4))  # a chunk a clip: clip and chunk mAP agree
     values = {k: float(v) for k, v in metrics.compute().items()}
     # label 0: ranking 2(+) 0.5 -1 -2(+): AP (1 + 2/4) / 2; label 1: 0.4(+) 0.3 0.2(+): (1 + 2/3) / 2; label 2: 1
     expected = (0.75 + 5 / 6 + 1) / 3
-    assert values["map"] == pytest.approx(expected)
+    assert values["map"] == pytest.approx(expected) and values["clip_map"] == pytest.approx(expected)
     assert task.error(values) == pytest.approx(1 - expected)
+
+
+def test_error_is_clip_level_map_of_mean_chunk_logits():
+    task = create_task("fsd50k")
+    metrics = task.metrics()
+    # Label 0: clip A (2 chunks, positive) and clip B (1 chunk, negative); label 1: only B positive.
+    # Chunk logits of A: label 0: 3 and -5 (mean -1); B: label 0: 0. Per clip, B outranks A on
+    # label 0 (0 > -1): AP 1/2; per chunk, A's first chunk (3) ranks first: AP 1 for label 0.
+    logits = torch.full((3, 200), -9.0)
+    logits[:, 0] = torch.tensor([3.0, -5.0, 0.0])
+    logits[:, 1] = torch.tensor([0.0, 0.0, 1.0])
+    targets = torch.zeros(3, 200)
+    targets[:2, 0] = 1
+    targets[2, 1] = 1
+    metrics.update(logits, targets, groups=torch.tensor([7, 7, 4]))
+    values = task.scores({k: float(v) for k, v in metrics.compute().items()})
+    assert values["clip_map"] == pytest.approx((0.5 + 1.0) / 2)  # labels 0 and 1 have a positive clip
+    assert values["error"] == pytest.approx(1 - values["clip_map"])
+    assert values["map"] != pytest.approx(values["clip_map"])  # chunk level differs

@@ -128,3 +128,50 @@ def test_a_load_too_big_for_memory_stops_early(root, monkeypatch):
     monkeypatch.setattr(module, "available_memory", lambda: 100 * 2**20)  # 100 MiB free: not even 2 proteins
     with pytest.raises(ConfigError, match="task.max_proteins"):
         create_task("psicov").load(root, download=False)
+
+
+def orca_mae8_by_loops(pred, target, length, pad=5):
+    """ORCA's psicov_mae for one protein, step by step with its loops (on a small canvas)."""
+    side = len(pred)
+    P, Y = pred.astype(float).copy(), target.astype(float).copy()
+    for j in range(side):  # in place: the upper triangle takes the mean with the lower
+        for k in range(j, side):
+            P[j, k] = (P[k, j] + P[j, k]) / 2.0
+    P[P < 0.01] = 0.01
+    P[: side - pad * 2, : side - pad * 2] = P[pad : side - pad, pad : side - pad].copy()
+    Y[: side - pad * 2, : side - pad * 2] = Y[pad : side - pad, pad : side - pad].copy()
+    PAVG = np.full((length, length), 100.0)
+    for j in range(length):
+        for k in range(j, length):
+            PAVG[j, k] = (P[k, j] + P[j, k]) / 2.0
+    Yc, Pc = Y[:length, :length].copy(), PAVG.copy()
+    for p in range(length):
+        for q in range(length):
+            if q - p < 24 or Yc[p, q] > 8:
+                Yc[p, q] = Pc[p, q] = np.nan
+    return np.nanmean(np.abs(Yc - Pc)) if not np.isnan(np.abs(Yc - Pc)).all() else np.inf
+
+
+def test_reference_error_is_orcas_mae8_with_the_first_proteins_length(root, splits):
+    from orca.metrics import orca_psicov_mae8
+
+    rng = np.random.default_rng(0)
+    target = rng.uniform(2, 14, (50, 50))
+    pred = target + rng.normal(0, 2, (50, 50))  # not symmetric
+    pred[3, 40] = -1.0  # clipped to 0.01
+    for length in (30, 40):
+        assert orca_psicov_mae8(pred, target, length) == pytest.approx(orca_mae8_by_loops(pred, target, length))
+    assert orca_psicov_mae8(pred, np.full((50, 50), 20.0), 30) == np.inf  # no pair within 8 A
+    # The task scores every test protein inside psicov.lst's first protein's length.
+    task = create_task("psicov")
+    task.load(root, download=False)
+    first = PROTEINS["psicov"][0]
+    assert task.first_test_length == first[1]
+    x, y, mask = splits.test.tensors
+    outputs = y + torch.linspace(0, 3, 512)  # errors that grow along the columns
+    metrics = task.metrics()
+    metrics.update(outputs, y, mask=mask)
+    values = task.scores({k: float(v) for k, v in metrics.compute().items()})
+    expected = np.mean([orca_psicov_mae8(o, t, first[1]) for o, t in zip(outputs.numpy(), y.numpy())])
+    assert values["reference_error"] == pytest.approx(expected)
+    assert values["reference_error"] != pytest.approx(values["error"])
