@@ -204,7 +204,7 @@ class Task(Open):
     val_frac: Fraction = None
     test_frac: Fraction = None
     split_seed: Seed = None
-    crop_pad: NonNegativeCount = None      # cifar10
+    crop_pad: NonNegativeCount = None      # cifar10, cifar100
     mean: list[float] = None
     std: list[Positive] = None
     window: Count = None                   # ecg

@@ -10,9 +10,10 @@ The pickles are then read here in torchvision's way, without its md5 check on ev
 so that any copy in the published layout (a mirror, a miniature test copy) loads.
 
 Preprocessing as NAS-Bench-360 / ORCA at test time: ToTensor + Normalize with mean (0.5071,
-0.4867, 0.4408) and std (0.2675, 0.2565, 0.2761). ORCA's training-time RandomCrop(32, 4) and
-horizontal flips are not applied: tensors are computed once, so every epoch sees the same
-images. Splits: the published test set is the test split; validation is carved from train,
+0.4867, 0.4408) and std (0.2675, 0.2565, 0.2761). Augmentation for fine-tuning as ORCA's
+training transforms: RandomCrop(32, padding 4) with black padding and a horizontal flip half
+the time (`crop_pad: 4`; 0: none). ORCA's, as there are no CIFAR-100 files on this machine
+to compare the two on validation; ``protocol.data=orca`` always crops with padding 4. Splits: the published test set is the test split; validation is carved from train,
 10,000 of 50,000 images stratified by class with a fixed seed (option `split_seed`), as
 NAS-Bench-360 holds out 20% of train (ORCA itself validates on test). Metric: accuracy;
 the paper's number is the 0-1 error in percent.
@@ -24,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from orca.errors import DataNotFoundError
+from orca.errors import ConfigError, DataNotFoundError
 from orca.registry import TASKS
 from orca.tasks import reading
-from tasks.images import PercentErrorTask, carve_validation, normalise
+from tasks.images import PercentErrorTask, carve_validation, crop_and_flip, normalise
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 FOLDER = "cifar-100-python"
@@ -71,8 +72,15 @@ class CIFAR100(PercentErrorTask):
     paper = {"Hand-designed": 19.39, "NAS-Bench-360": 23.39, "DASH": 24.37, "Perceiver IO": 70.04,
              "FPT": 10.11, "ORCA": 6.53}
 
-    def __init__(self, val_frac: float = 0.2, split_seed: int = 0):
-        self.val_frac, self.split_seed = val_frac, split_seed
+    def __init__(self, val_frac: float = 0.2, split_seed: int = 0, crop_pad: int = 4):
+        if crop_pad < 0:
+            raise ConfigError(f"task.crop_pad must be a number of pixels >= 0 (0: no augmentation), got {crop_pad}")
+        self.val_frac, self.split_seed, self.crop_pad = val_frac, split_seed, crop_pad
+
+    def augment(self, x):
+        pad = 4 if self.orca_data else self.crop_pad  # ORCA: RandomCrop(32, 4), then the flip
+        black = [-m / s for m, s in zip(MEAN, STD)]  # a zero pixel after Normalize
+        return crop_and_flip(x, pad, fill=black) if pad else x
 
     def load_arrays(self, root: Path, download: bool):
         folder = ensure_downloaded(root, download)

@@ -23,8 +23,11 @@ ORCA does, and decoded back to physical units inside the loss and the metric, so
 predicts a normalised field while every number is measured on u itself (the decoder is
 fitted by :meth:`load_arrays`; before any load, targets are taken as they are).
 
-Loss: relative L2 ||pred - u||_2 / ||u||_2 per sample, mean over the batch. Metric: the
-mean relative L2 over the whole split (the paper's number).
+Loss: relative L2 ||pred - u||_2 / ||u||_2 per sample, mean over the batch (ORCA's code
+sums it over the batch, ``LpLoss(size_average=False)``: so does ``protocol.data=orca``; at
+batch 4 its gradients are 4x ours). Metric: the mean relative L2 over the whole split (the
+paper's number). Under ``protocol=reference`` training takes train + validation, ORCA's
+1,000 training fields of the NAS-Bench-360 files.
 """
 from __future__ import annotations
 
@@ -191,7 +194,8 @@ class Darcy(DenseTask):
 
     def loss(self, outputs, targets, mask=None):
         pred, true = self.decode(outputs).flatten(1), self.decode(targets).flatten(1)
-        return ((pred - true).norm(dim=1) / true.norm(dim=1).clamp_min(1e-12)).mean()
+        relative = (pred - true).norm(dim=1) / true.norm(dim=1).clamp_min(1e-12)  # (B,)
+        return relative.sum() if self.orca_data else relative.mean()  # ORCA: LpLoss(size_average=False)
 
     def metrics(self):
         return torchmetrics.MetricCollection({"relative_l2": RelativeL2(scale=self.y_scale, shift=self.y_mean)})

@@ -21,12 +21,16 @@ class PercentErrorTask(ClassificationTask):
         return 100.0 * (1.0 - metrics["accuracy"])
 
 
-def crop_and_flip(x: torch.Tensor, pad: int) -> torch.Tensor:
+def crop_and_flip(x: torch.Tensor, pad: int, fill=None) -> torch.Tensor:
     """The standard CIFAR augmentation on a normalised batch (B, C, H, W): each image padded
-    by `pad` zeros (the channel mean after normalisation) on every side, cropped back to H x W
-    at a random offset, and mirrored left-right with probability 1/2."""
-    b, _, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    by `pad` pixels of value `fill` (C,) on every side (default zeros: the channel mean after
+    normalisation; a black pixel, as torchvision's RandomCrop pads before Normalize, is
+    -mean / std), cropped back to H x W at a random offset, and mirrored left-right with
+    probability 1/2."""
+    b, c, h, w = x.shape
+    fill = torch.zeros(c) if fill is None else torch.as_tensor(fill, dtype=x.dtype)
+    fill = fill.to(x.device)[:, None, None]
+    padded = torch.nn.functional.pad(x - fill, (pad, pad, pad, pad)) + fill
     top, left = torch.randint(0, 2 * pad + 1, (2, b)).tolist()
     crops = torch.stack([padded[i, :, t : t + h, l : l + w] for i, (t, l) in enumerate(zip(top, left))])
     flip = torch.rand(b, device=x.device) < 0.5

@@ -32,7 +32,7 @@ fixed-seed random subset of that many proteins, chosen before any file is read; 
 that would not fit into the free memory stops early and says so.
 
 Loss: mean squared error over the pairs that count (ORCA takes it over the whole 512x512
-map, padding included). Metric: MAE8 as NAS-Bench-360's ``calculate_mae``: the prediction
+map, padding included: so does ``protocol.data=orca``). Metric: MAE8 as NAS-Bench-360's ``calculate_mae``: the prediction
 is symmetrised and clipped below at 0.01; |true - predicted| is averaged over the pairs
 with j - i >= 24 and true distance <= 8 A inside each protein's own length, then over
 proteins (ORCA indexes the wrong protein's length; here each protein uses its own mask).
@@ -194,7 +194,7 @@ class Psicov(DenseTask):
         return x, y, mask
 
     def loss(self, outputs, targets, mask=None):
-        if mask is not None:  # only the pairs inside the protein
+        if mask is not None and not self.orca_data:  # only the pairs inside the protein (ORCA: the whole map)
             outputs, targets = outputs[mask], targets[mask]
         return torch.nn.functional.mse_loss(outputs, targets)
 

@@ -17,8 +17,9 @@ Files read (``format: auto`` takes the first that is present):
   train / validation / test (70 / 10 / 20 by default). Fixed seed `split_seed` either way.
 
 Preprocessing, the same for both: each series z-scored by its own mean and standard
-deviation (as NAS-Bench-360's backbone does; ORCA feeds raw values, without normalising;
-a constant series becomes zeros), shaped (1, 46); classes 1..24 -> 0..23.
+deviation (as NAS-Bench-360's backbone does; a constant series becomes zeros), shaped
+(1, 46); classes 1..24 -> 0..23. ORCA's code feeds the raw values: so does
+``protocol.data=orca`` (``protocol=reference``), which otherwise reads the same files.
 Metric: accuracy over the whole split; the paper's number is the 0-1 error in percent.
 """
 from __future__ import annotations
@@ -48,8 +49,9 @@ def zscore(x: np.ndarray) -> np.ndarray:
     return ((x - x.mean(axis=1, keepdims=True)) / np.where(std > 0, std, 1.0)).astype(np.float32)
 
 
-def prepare(data: np.ndarray, labels: np.ndarray, source: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Published rows (n, 46) and classes 1..24 -> inputs (n, 1, 46) float32, targets 0..23."""
+def prepare(data: np.ndarray, labels: np.ndarray, source: Path, normalise: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Published rows (n, 46) and classes 1..24 -> inputs (n, 1, 46) float32 (each row z-scored,
+    or raw without `normalise`), targets 0..23."""
     data, labels = np.asarray(data), np.asarray(labels)
     if data.ndim != 2 or data.shape[1] != LENGTH or len(labels) != len(data):
         raise DataNotFoundError(f"{source}: expected {LENGTH} values and one class per series, "
@@ -57,20 +59,21 @@ def prepare(data: np.ndarray, labels: np.ndarray, source: Path) -> tuple[np.ndar
     classes = np.rint(labels.astype(np.float64)).astype(np.int64)
     if classes.min() < 1 or classes.max() > CLASSES:
         raise DataNotFoundError(f"{source}: classes must be 1..{CLASSES}, found {classes.min()}..{classes.max()}")
-    return zscore(data)[:, None, :], classes - 1
+    x = zscore(data) if normalise else data.astype(np.float32)
+    return x[:, None, :], classes - 1
 
 
-def read_nb360(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def read_nb360(path: Path, normalise: bool = True) -> tuple[np.ndarray, np.ndarray]:
     with reading(path):
         record = np.load(path, allow_pickle=True)[()]  # {'data': (N, 46), 'label': (N,)}
         data, label = record["data"], record["label"]
-    return prepare(data, label, path)
+    return prepare(data, label, path, normalise)
 
 
-def read_ucr(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def read_ucr(path: Path, normalise: bool = True) -> tuple[np.ndarray, np.ndarray]:
     with reading(path):
         table = np.loadtxt(path, delimiter="\t", ndmin=2)  # (N, 1 + 46): class, then the series
-    return prepare(table[:, 1:], table[:, 0], path)
+    return prepare(table[:, 1:], table[:, 0], path, normalise)
 
 
 @TASKS.register("satellite")
@@ -110,8 +113,8 @@ class Satellite(ClassificationTask):
         return self._nb360(root)
 
     def _nb360(self, root: Path):
-        x, y = read_nb360(root / "satellite_train.npy")
-        test = read_nb360(root / "satellite_test.npy")
+        x, y = read_nb360(root / "satellite_train.npy", not self.orca_data)
+        test = read_nb360(root / "satellite_test.npy", not self.orca_data)
         order = np.random.default_rng(self.split_seed).permutation(len(x))  # val: len(test) random rows
         val_idx, train_idx = np.sort(order[: len(test[0])]), np.sort(order[len(test[0]):])
         return {"train": (x[train_idx], y[train_idx]), "val": (x[val_idx], y[val_idx]), "test": test}
@@ -120,10 +123,10 @@ class Satellite(ClassificationTask):
         if not (root / UCR_TRAIN).exists():
             raise DataNotFoundError(f"expected {root / UCR_TRAIN} (the UCR archive's Crop set, from {UCR_URL}); "
                                     "put it there or point data.root at a copy")
-        x, y = read_ucr(root / UCR_TRAIN)
+        x, y = read_ucr(root / UCR_TRAIN, not self.orca_data)
         fractions, test = self.fractions, None
         if (root / UCR_TEST).exists():  # TEST is the test split; TRAIN -> train / val in the same ratio
-            test = read_ucr(root / UCR_TEST)
+            test = read_ucr(root / UCR_TEST, not self.orca_data)
             kept = fractions["train"] + fractions["val"]
             fractions = {"train": fractions["train"] / kept, "val": fractions["val"] / kept}
         out = {split: (x[idx], y[idx]) for split, idx in stratified_split(y, fractions, self.split_seed).items()}
