@@ -293,10 +293,12 @@ def test_every_paper_task_runs_the_reference_protocol(make_cfg, tmp_path, task):
     record = train(cfg)
     assert record["protocol"]["select_on"] == "test" and "selected on test" in record["protocol"]["note"]
     assert record["metrics"]["val"] == record["metrics"]["test"]  # the "validation" loader is the test loader
-    clean = create_task(task, **node_options(cfg.task)).load(
-        root, download=False, max_samples=node_options(cfg.data.max_samples, drop=()), seed=cfg.data.subset_seed)
-    assert record["data_sizes"] == {"train": len(clean.train) + len(clean.val), "val": len(clean.test),
-                                    "test": len(clean.test)}
+    assert record["protocol"]["data"] == "orca"  # ORCA's splits and preprocessing
+    orcas = create_task(task, **node_options(cfg.task)).load(
+        root, download=False, max_samples=node_options(cfg.data.max_samples, drop=()), seed=cfg.data.subset_seed,
+        orca_data=True)
+    assert record["data_sizes"] == {"train": len(orcas.train) + len(orcas.val), "val": len(orcas.test),
+                                    "test": len(orcas.test)}
     assert record["finetune"]["steps_done"] == cfg.finetune.max_steps
     assert record["model"]["embedder"]["init"] == "orca"
     if record["model"]["output_kind"] == "dense":
@@ -306,8 +308,9 @@ def test_every_paper_task_runs_the_reference_protocol(make_cfg, tmp_path, task):
 
 
 @pytest.mark.parametrize("task", sorted(ORCA))
-def test_clean_and_reference_differ_only_in_selection(compose_paper, task):
-    """budget=paper runs ORCA's recipe under both protocols; only the protocol node differs."""
+def test_clean_and_reference_differ_only_in_selection_and_data(compose_paper, task):
+    """budget=paper runs ORCA's recipe under both protocols; only the protocol node differs:
+    the selection and whose splits and preprocessing (protocol.data)."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -317,8 +320,8 @@ def test_clean_and_reference_differ_only_in_selection(compose_paper, task):
         clean = compose("train", overrides=[f"task={task}", "budget=paper"])
     clean, reference = ({k: v for k, v in OmegaConf.to_container(cfg).items() if k != "paths"}
                         for cfg in (clean, compose_paper(task)))
-    assert clean.pop("protocol") == {"name": "clean", "select_on": "val"}
-    assert reference.pop("protocol") == {"name": "reference", "select_on": "test"}
+    assert clean.pop("protocol") == {"name": "clean", "select_on": "val", "data": "ours"}
+    assert reference.pop("protocol") == {"name": "reference", "select_on": "test", "data": "orca"}
     assert clean == reference
 
 
