@@ -208,7 +208,8 @@ class FinetuneStage(L.LightningModule):
     def loss(self, batch) -> torch.Tensor:
         """Training loss of a batch, on the task's augmented inputs (an image's random crop and flip)."""
         x, y, *rest = batch  # then the task's extras: a dense task's mask, ECG's recording ids
-        return self.task.loss(self.model(self.task.augment(x)), y, self.task.extras(rest).get("mask"))
+        extras = self.task.extras(rest)
+        return self.task.loss(self.model(self.task.augment(x, **extras)), y, extras.get("mask"))
 
     def training_step(self, batch, _):
         loss = self.loss(batch)
@@ -224,8 +225,9 @@ class FinetuneStage(L.LightningModule):
 
     def _update(self, metrics, batch) -> torch.Tensor:
         x, y, *rest = batch  # each metric receives the extras it names (mask=..., groups=...)
-        outputs = self.model(x)
-        metrics.update(outputs, y, **self.task.extras(rest))
+        extras = self.task.extras(rest)
+        outputs = self.model(self.task.augment_eval(x, **extras))
+        metrics.update(outputs, y, **extras)
         return outputs
 
     def validation_step(self, batch, _):

@@ -213,9 +213,15 @@ class Task(ABC):
     def check_classes(self, labels: dict[str, np.ndarray], strict: bool = True) -> None:
         """Tasks with classes check their labels, per split (an error; a warning if not strict)."""
 
-    def augment(self, x: torch.Tensor) -> torch.Tensor:
+    def augment(self, x: torch.Tensor, **extras) -> torch.Tensor:
         """A training batch's inputs (B, *input_shape), randomised for fine-tuning (never for
-        alignment or evaluation); identity unless the task overrides it."""
+        alignment); identity unless the task overrides it. `extras`: the batch's extras by
+        name (see `extra_names`), for an augmentation that needs them."""
+        return x
+
+    def augment_eval(self, x: torch.Tensor, **extras) -> torch.Tensor:
+        """A validation or test batch's inputs, as :meth:`augment`: identity, except where
+        ORCA's code randomises its test inputs too and ``protocol.data=orca`` follows it."""
         return x
 
     def extras(self, tensors) -> dict:

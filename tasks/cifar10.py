@@ -91,7 +91,7 @@ class ImageFolder(PercentErrorTask):
             raise ConfigError(f"task.crop_pad must be a number of pixels >= 0 (0: no augmentation), got {crop_pad}")
         self.crop_pad = crop_pad
 
-    def augment(self, x):
+    def augment(self, x, **extras):
         return crop_and_flip(x, self.crop_pad) if self.crop_pad else x
 
     def load_arrays(self, root: Path, download: bool):

@@ -77,7 +77,7 @@ class CIFAR100(PercentErrorTask):
             raise ConfigError(f"task.crop_pad must be a number of pixels >= 0 (0: no augmentation), got {crop_pad}")
         self.val_frac, self.split_seed, self.crop_pad = val_frac, split_seed, crop_pad
 
-    def augment(self, x):
+    def augment(self, x, **extras):
         pad = 4 if self.orca_data else self.crop_pad  # ORCA: RandomCrop(32, 4), then the flip
         black = [-m / s for m, s in zip(MEAN, STD)]  # a zero pixel after Normalize
         return crop_and_flip(x, pad, fill=black) if pad else x

@@ -9,8 +9,10 @@ data.shape[0] == 3, data[2] the ignore mask (1 = bad pixel, not scored).
 
 As NAS-Bench-360: every filter and field is used; a fixed crop [64:192, 64:192] gives the
 input (1, 128, 128) and the target cosmic-ray mask (128, 128) float 0/1; no intensity
-normalisation. The random sky-background augmentation of the reference loaders is left
-out, so train and test tensors are deterministic. The mask of entries that count is
+normalisation. ORCA's loaders add a random sky background to every image, in training and
+in test (its level from the visit's sky.npy times U(-0.9, 3)); ``protocol.data=orca`` does
+the same, our default does not (a test set that changes at every evaluation is not one
+test set; not compared on validation). The mask of entries that count is
 1 - ignore (bool, True = scored). Validation: a fixed-seed `val_frac` (10%) of the train
 files (`split_seed`); test: every test file.
 
@@ -44,13 +46,16 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*/*/*/*.npy") if p.name != "sky.npy")
 
 
-def read_crops(files: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """-> images (n, 1, 128, 128) float32, cosmic-ray masks (n, 128, 128) float32 0/1, and
-    the pixels that count (n, 128, 128) bool (1 - ignore)."""
+def read_crops(files: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """-> images (n, 1, 128, 128) float32, cosmic-ray masks (n, 128, 128) float32 0/1, the
+    pixels that count (n, 128, 128) bool (1 - ignore), and each image's sky level (n,)
+    float32: entry k - 1 of its visit folder's sky.npy for a file named ``<k>_*.npy`` (0
+    without a sky.npy, as ORCA's loader)."""
     n = len(files)
     x = np.empty((n, 1, 128, 128), np.float32)
     y = np.empty((n, 128, 128), np.float32)
     keep = np.ones((n, 128, 128), bool)
+    sky = np.zeros(n, np.float32)
     for i, path in enumerate(files):
         with reading(path):
             data = np.load(path, mmap_mode="r")  # (2 or 3, H, W); only the crop is read
@@ -58,7 +63,10 @@ def read_crops(files: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             y[i] = data[1, CROP, CROP] > 0.5
             if data.shape[0] == 3:
                 keep[i] = data[2, CROP, CROP] < 0.5
-    return x, y, keep
+        levels = path.parent / "sky.npy"
+        if levels.exists():
+            sky[i] = np.load(levels)[int(path.name.split("_")[0]) - 1]
+    return x, y, keep, sky
 
 
 @TASKS.register("cosmic")
@@ -70,8 +78,26 @@ class Cosmic(DenseTask):
     paper = {"Hand-designed": 0.127, "NAS-Bench-360": 0.229, "DASH": 0.19, "Perceiver IO": 0.485,
              "FPT": 0.233, "ORCA": 0.152}
 
+    extra_names = ("mask", "sky")  # the pixels that count; the image's sky level (ORCA's augmentation)
+    sky_range = (-0.9, 3.0)  # ORCA's aug_sky: sky x U(-0.9, 3) added to an image
+
     def __init__(self, val_frac: float = 0.1, split_seed: int = 0):
         self.val_frac, self.split_seed = val_frac, split_seed
+
+    def add_sky(self, x: torch.Tensor, sky: torch.Tensor | None) -> torch.Tensor:
+        """ORCA's sky augmentation (``PairedDatasetImagePath.get_skyaug``), under
+        protocol.data=orca only: each image (B, 1, H, W) plus its sky level times U(-0.9, 3)."""
+        if not self.orca_data or sky is None:
+            return x
+        low, high = self.sky_range
+        factor = torch.empty(len(x), device=x.device).uniform_(low, high)
+        return x + (sky.to(x.dtype) * factor)[:, None, None, None]
+
+    def augment(self, x, **extras):
+        return self.add_sky(x, extras.get("sky"))
+
+    def augment_eval(self, x, **extras):  # ORCA's test loader adds a random sky too
+        return self.add_sky(x, extras.get("sky"))
 
     def load_arrays(self, root: Path, download: bool):
         files = {}

@@ -58,3 +58,22 @@ def test_psicov_loss_takes_the_whole_map_under_orcas_data():
     mask = torch.tensor([[[True, True], [True, False]]])
     assert float(ours.loss(out, y, mask)) == pytest.approx((1 + 4 + 0) / 3)
     assert float(orcas.loss(out, y, mask)) == pytest.approx((1 + 4 + 0 + 2500) / 4)
+
+
+def test_cosmic_adds_orcas_random_sky_in_training_and_test_only_under_orcas_data(tmp_path):
+    from formats import cosmic
+
+    root = cosmic.write(tmp_path / "cosmic")
+    ours, orcas = create_task("cosmic"), create_task("cosmic")
+    splits = ours.load(root, download=False)
+    orcas.load(root, download=False, orca_data=True)
+    x, y, mask, sky = splits.test.tensors
+    first = sorted((root / "npy_test").glob("*/*/*/[0-9]*.npy"))[0]  # <k>_<j>.npy: sky.npy's entry k - 1
+    assert float(sky[0]) == pytest.approx(float(np.load(first.parent / "sky.npy")[int(first.name.split("_")[0]) - 1]))
+    assert torch.equal(ours.augment(x, mask=mask, sky=sky), x) and torch.equal(ours.augment_eval(x, sky=sky), x)
+    torch.manual_seed(0)
+    for shifted in (orcas.augment(x, mask=mask, sky=sky), orcas.augment_eval(x, mask=mask, sky=sky)):
+        added = (shifted - x).flatten(1)  # one constant a image: its sky level times U(-0.9, 3)
+        assert torch.allclose(added, added[:, :1].expand_as(added), atol=1e-3)
+        factor = added[:, 0] / sky
+        assert (factor >= -0.9 - 1e-4).all() and (factor <= 3 + 1e-4).all() and factor.std() > 0

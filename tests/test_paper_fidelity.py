@@ -211,7 +211,10 @@ class _Task:
 
         return torchmetrics.MetricCollection({"accuracy": torchmetrics.Accuracy("multiclass", num_classes=3)})
 
-    def augment(self, x):
+    def augment(self, x, **extras):
+        return x
+
+    def augment_eval(self, x, **extras):
         return x
 
     def extras(self, rest):

@@ -22,7 +22,7 @@ def test_loader_crops_every_filter_and_masks_ignored_pixels(root):
     task = create_task("cosmic")
     splits = task.load(root, download=False)
     assert splits.sizes() == {"train": 16, "val": 2, "test": 4}  # 10% of the train files for validation
-    x, y, mask = splits.test.tensors
+    x, y, mask, _ = splits.test.tensors  # and each image's sky level
     assert x.shape == (4, 1, 128, 128) and x.dtype == torch.float32
     assert y.shape == (4, 128, 128) and y.dtype == torch.float32 and mask.dtype == torch.bool
     test_files = image_files(root / "npy_test")
