@@ -24,5 +24,5 @@ def test_bench_paper_tiny(capsys):
     assert rows["ecg"][1] == "roberta-base" and rows["darcy"][1] == "swin-base"
     assert "1x1000 -> 50" in out  # ECG: 1000 samples -> 50 tokens at the paper's target_len
     assert "micro-batch overridden" in out and "measured on this CPU" in out
-    # hours from ORCA's training sets: ECG 295,021 windows -> 147,511 micro-batches of 2, Darcy 1,000 -> 500
-    assert rows["ecg"][-4] == "147,511" and rows["darcy"][-4] == "500"
+    # hours from ORCA's training sets: ECG 295,764 windows -> 147,882 micro-batches of 2, Darcy 1,000 -> 500
+    assert rows["ecg"][-4] == "147,882" and rows["darcy"][-4] == "500"
