@@ -13,7 +13,7 @@ recording feeds two splits.
 Validation and test windows are cut as NAS-Bench-360 cuts its test set, with the class
 strides (`eval_stride: null`, the default): the benchmark's test set, on which the paper's
 0.28 and FPT's 0.50 were measured. Most of its windows come from the rare classes (the
-share of "N" windows is about a third, of "N" recordings about three fifths), so its
+share of "N" windows is about a quarter, of "N" recordings about three fifths), so its
 window-level F1 weighs a noisy or AF recording more than a normal one.
 ``task.eval_stride=500`` cuts every class every 500 samples instead (each second half of a
 window starts the next one), so that which windows are scored does not depend on their
@@ -24,9 +24,10 @@ fixed random subset of its windows, drawn from all of its recordings.
 Splits: ours stratify the recordings by label into 70 / 10 / 20 % (`split_seed`). ORCA's
 data (``protocol=reference``, ``protocol.data=orca``) is its `valid_split: False` split:
 scikit-learn's ``train_test_split(test_size=0.1, random_state=0)`` over the recordings in
-REFERENCE.csv's order (the order of NAS-Bench-360's ``challenge2017.pkl``), 90 % trained
-on, 10 % tested, no validation split; there a recording of at most 1,000 samples gives no
-window, as in ``slide_and_cut``.
+REFERENCE.csv's order, 90 % trained on, 10 % tested, no validation split; there a recording
+of at most 1,000 samples gives no window, as in ``slide_and_cut``. ORCA splits the
+recordings of NAS-Bench-360's ``challenge2017.pkl`` in that file's order, which we take to
+be REFERENCE.csv's (the pickle is not on this machine to check).
 
 Metrics over the whole split: window-level macro-F1, whose 1 - F1 is the paper's number
 (`error`), and `record_f1_macro`, NAS-Bench-360's per-recording evaluation (majority vote
