@@ -110,6 +110,23 @@ def test_fpt_freezes_attention_and_mlp_but_trains_layer_norms(make_cfg):
     assert not torch.equal(state[layer + "output.LayerNorm.weight"], initial["encoder.layer.0.output.LayerNorm.weight"])
 
 
+def test_fpt_random_trains_what_fpt_trains_on_a_random_frozen_body(make_cfg, tmp_path):
+    """FPT's control: the same trainable parts and optimiser, the body's weights not loaded."""
+    fpt = train(make_cfg("task=digits", "method=fpt", *TINY))
+    control = train(make_cfg("task=digits", "method=fpt_random", *TINY, run_dir=tmp_path / "control"))
+    assert control["method"] == "fpt_random" and control["params"] == fpt["params"]
+    assert control["params"]["trainable"] < control["params"]["total"]
+    assert control["config"]["finetune"]["optimizer"] == fpt["config"]["finetune"]["optimizer"]
+    # On a pretrained body, the control's body is a fresh initialisation, not the checkpoint.
+    minilm = train(make_cfg("task=digits", "method=fpt_random", "body=minilm", "budget=smoke", "finetune.max_steps=1",
+                            run_dir=tmp_path / "minilm"))
+    state = torch.load(minilm["checkpoint"], weights_only=True)["state_dict"]
+    pretrained = load_body("minilm").body.model.state_dict()
+    query = "encoder.layer.0.attention.self.query.weight"
+    assert state["model.body.model." + query].shape == pretrained[query].shape
+    assert not torch.allclose(state["model.body.model." + query], pretrained[query], atol=1e-2)
+
+
 class OverflowDigits(Digits):
     """Digits with finite inputs too large for float32 arithmetic (NaN inputs are refused
     when loaded): training must stop with a message, not run on."""
