@@ -26,7 +26,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
@@ -274,6 +274,9 @@ def run_finetune(cfg: DictConfig, task: Task, splits, model: OrcaModel, run_dir:
         resume = ExactResume(order)
         callbacks = [best, resume, SaveTimes(timer.save)] + ([LinearProbeFirst(model.body, probe_frac)] if probe_frac
                                                              else []) + ([check] if check else [])
+        if f.early_stopping_patience:  # counted in validations, whatever their interval
+            callbacks.append(EarlyStopping(monitor="val/error", mode="min", patience=f.early_stopping_patience,
+                                           check_on_train_epoch_end=False))
         trainer = _trainer(cfg, run_dir, "finetune", callbacks=callbacks,
                            accumulate_grad_batches=f.accumulate_grad_batches if lightning_loop else 1,
                            gradient_clip_val=f.gradient_clip_val if lightning_loop else None, **schedule)
@@ -303,7 +306,8 @@ def run_finetune(cfg: DictConfig, task: Task, splits, model: OrcaModel, run_dir:
         if check and check.replanned:  # stopped before any validation: the new plan's fit, from the start
             module.load_state_dict(start)
             trainer, best, resume, fit_s = fit(plan, None)
-    if plan and plan.seconds_left is not None and trainer.global_step < plan.max_steps:
+    early = early_stop_record(trainer, int(trainer.global_step))
+    if plan and plan.seconds_left is not None and trainer.global_step < plan.max_steps and not early:
         log.warning("stopped at the deadline (budget_s=%s) after %d of the %d planned steps", cfg.budget_s,
                     trainer.global_step, plan.max_steps)
     if not best.best_model_path:
@@ -316,10 +320,22 @@ def run_finetune(cfg: DictConfig, task: Task, splits, model: OrcaModel, run_dir:
         np.save(run_dir / "predictions" / "test.npy", torch.cat(module.test_predictions).numpy())
     steps = int(trainer.global_step)
     stage_record = {"steps_done": steps, "steps_planned": plan.max_steps if plan else None,
-                    "stopped_on_time": bool(plan and steps < plan.max_steps),
+                    "stopped_on_time": bool(plan and steps < plan.max_steps and not early),
+                    "stopped_early": early,
                     "seconds_per_step": round(fit_s / max(1, steps - resume.start_step), 4),  # this attempt's
                     "selected_step": _step_of(best.best_model_path), "plan": plan.to_dict() if plan else None}
     return _unprefix(val_metrics, "val/"), _unprefix(test_metrics, "test/"), best.best_model_path, stage_record
+
+
+def early_stop_record(trainer: L.Trainer, steps: int) -> dict | None:
+    """When and why early stopping ended fine-tuning (None if it did not)."""
+    stopper = trainer.early_stopping_callback
+    if stopper is None or stopper.wait_count < stopper.patience:
+        return None
+    log.info("stopped early at step %d: val/error has not improved on %.4g for %d validations", steps,
+             float(stopper.best_score), stopper.patience)
+    return {"step": steps, "patience": stopper.patience, "best_val_error": float(stopper.best_score),
+            "reason": f"val/error did not improve for {stopper.patience} validations in a row"}
 
 
 def _step_of(checkpoint: str) -> int | None:

@@ -30,10 +30,11 @@ log = logging.getLogger(__name__)
 # go (paths: run folder, data parent, this cache), Hydra's own settings, whether data may be
 # downloaded, what a run does at its deadline, and the learning rates and warm-up (so the
 # trials of a recipe search, scripts/search_recipe.py, that share their tokens train the
-# same steps). Everything else counts, even where it rarely changes the speed (the data
-# seeds: ECG's subsets keep whole recordings, so their sizes follow the seed).
+# same steps), and early stopping (it ends a plan sooner, at no other cost). Everything else
+# counts, even where it rarely changes the speed (the data seeds: a cap that keeps whole
+# groups, as FSD50K's clips, gives sizes that follow the seed).
 SPEED_NEUTRAL = ("seed", "paths", "hydra", "data.download", "finetune.stop_on_time", "finetune.optimizer.lr",
-                 "finetune.new_lr", "finetune.warmup_frac", "align.lr")
+                 "finetune.new_lr", "finetune.warmup_frac", "align.lr", "finetune.early_stopping_patience")
 
 
 def key_inputs(cfg: DictConfig) -> dict:

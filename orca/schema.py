@@ -184,6 +184,7 @@ class Finetune(Closed):
     max_epochs: Count | None = None
     num_validations: Count = None
     stop_on_time: bool = None
+    early_stopping_patience: Count | None = None
     val_check_interval: Annotated[int | float, BatchesOrShare] | None = None
     check_val_every_n_epoch: Count | None = None
 

@@ -127,6 +127,21 @@ def test_fpt_random_trains_what_fpt_trains_on_a_random_frozen_body(make_cfg, tmp
     assert not torch.allclose(state["model.body.model." + query], pretrained[query], atol=1e-2)
 
 
+def test_early_stopping_ends_a_run_that_stops_improving_and_says_so(make_cfg, tmp_path):
+    # Learning rates so small that the validation error never moves: validations every 2 steps,
+    # the first sets the best, the next 2 do not improve on it, so the run stops at step 6.
+    record = train(make_cfg("task=digits", "method=finetune", *TINY, "finetune.max_steps=40",
+                            "finetune.num_validations=20", "finetune.early_stopping_patience=2",
+                            "finetune.optimizer.lr=1e-12", "finetune.new_lr=1e-12"))
+    ft = record["finetune"]
+    assert ft["steps_done"] == 6 and ft["selected_step"] == 2 and ft["stopped_on_time"] is False
+    assert ft["stopped_early"] == {"step": 6, "patience": 2, "best_val_error": pytest.approx(record["metrics"]["val"]["error"]),
+                                   "reason": "val/error did not improve for 2 validations in a row"}
+    unstopped = train(make_cfg("task=digits", "method=finetune", *TINY, "finetune.max_steps=4",
+                               run_dir=tmp_path / "unstopped"))
+    assert unstopped["finetune"]["stopped_early"] is None and unstopped["finetune"]["steps_done"] == 4
+
+
 class OverflowDigits(Digits):
     """Digits with finite inputs too large for float32 arithmetic (NaN inputs are refused
     when loaded): training must stop with a message, not run on."""
