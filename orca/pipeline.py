@@ -486,7 +486,7 @@ def _train_in(cfg: DictConfig, run_dir: Path) -> dict:
         task = create_task(cfg.task.name, **node_options(cfg.task))
         splits = task.load(cfg.data.root, download=cfg.data.download,
                            max_samples=node_options(cfg.data.max_samples, drop=()), seed=cfg.data.subset_seed,
-                           orca_data=cfg.protocol.data == "orca")
+                           orca_data=cfg.protocol.data == "orca", train_fraction=cfg.data.train_fraction)
     if cfg.protocol.select_on == "val" and not len(splits.val):
         raise ConfigError(f"task {task.name!r} has no validation split under protocol.data={cfg.protocol.data} "
                           "(ORCA's `valid_split: False`); select on test with protocol=reference, or use our "

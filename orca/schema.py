@@ -167,6 +167,7 @@ class Data(Closed):
     download: bool = None
     subset_seed: Seed = None
     max_samples: MaxSamples = None
+    train_fraction: Annotated[float, Gt(0), Le(1)] | None = None
 
 
 class Finetune(Closed):

@@ -166,7 +166,10 @@ class Task(ABC):
         """Return {split: (inputs, targets, *extras)} for train, val, test (see `extra_names`)."""
 
     def load(self, root: str | Path, download: bool = True, max_samples: dict | None = None,
-             seed: int = 0, orca_data: bool = False) -> Splits:
+             seed: int = 0, orca_data: bool = False, train_fraction: float | None = None) -> Splits:
+        """The task's splits. `max_samples` {split: cap}: a fixed random subset of a larger
+        split (`seed`); `train_fraction`: a nested subset of the training split, before its cap
+        (see :func:`nested_subset`); `orca_data`: ORCA's splits and preprocessing."""
         self.orca_data = orca_data
         root = Path(root).expanduser()
         if root.exists() and not root.is_dir():
@@ -183,6 +186,11 @@ class Task(ABC):
                 )
             self.check_values(split, x, targets[0])
             labels[split] = targets[0]
+            if split == "train" and train_fraction is not None and train_fraction < 1:
+                extras = self.extras(targets[1:])
+                keep = nested_subset(np.asarray(targets[0]) if self.output_kind == "classes" else None,
+                                     len(x), train_fraction, seed, extras.get("groups"))
+                x, targets = x[keep], [t[keep] for t in targets]
             cap = (max_samples or {}).get(split)
             if cap is not None and len(x) > cap:  # a budget's cap: a fixed random subset
                 groups = self.extras(targets[1:]).get("groups") if self.cap_keeps_groups else None
@@ -342,6 +350,25 @@ def capped_subset(n: int, cap: int, seed: int, groups: np.ndarray | None = None)
     fits = np.cumsum(counts[order]) <= cap
     fits[0] = True  # at least one group, however large
     return np.flatnonzero(np.isin(groups, ids[order][fits]))
+
+
+def nested_subset(labels: np.ndarray | None, n: int, fraction: float, seed: int,
+                  groups: np.ndarray | None = None) -> np.ndarray:
+    """Sorted indices of a `fraction` of n samples for a learning curve: stratified by class
+    (`labels` (n,), or one stratum when None), a class's first ceil(fraction x its size) units
+    in a seeded random order, so that the subset of a smaller fraction lies inside that of a
+    larger one (same seed). Units are samples, or whole `groups` (n,) (a recording's windows
+    stay together; a group's class is its first sample's)."""
+    units = np.arange(n) if groups is None else np.unique(np.asarray(groups))
+    first = np.arange(n) if groups is None else np.unique(np.asarray(groups), return_index=True)[1]
+    strata = np.zeros(len(units), np.int64) if labels is None else np.asarray(labels)[first]
+    rng = np.random.default_rng(seed)
+    kept = []
+    for c in np.unique(strata):
+        members = rng.permutation(units[strata == c])
+        kept.append(members[: max(1, int(np.ceil(fraction * len(members))))])
+    kept = np.concatenate(kept)
+    return np.sort(kept) if groups is None else np.flatnonzero(np.isin(np.asarray(groups), kept))
 
 
 def kmeans_labels(targets: torch.Tensor, k: int = 10, seed: int = 0, max_dims: int = 1024,

@@ -142,6 +142,25 @@ def test_early_stopping_ends_a_run_that_stops_improving_and_says_so(make_cfg, tm
     assert unstopped["finetune"]["stopped_early"] is None and unstopped["finetune"]["steps_done"] == 4
 
 
+def test_train_fraction_takes_nested_class_stratified_subsets(make_cfg, tmp_path):
+    from orca.tasks import create_task, nested_subset
+
+    labels = np.repeat(np.arange(3), [50, 30, 20])
+    small, large = (nested_subset(labels, 100, f, seed=0) for f in (0.1, 0.5))
+    assert set(small) <= set(large) and np.bincount(labels[small]).tolist() == [5, 3, 2]
+    assert np.bincount(labels[large]).tolist() == [25, 15, 10]
+    assert nested_subset(labels, 100, 0.01, seed=0).size == 3  # at least one of each class
+    groups = np.repeat(np.arange(10), 10)  # whole groups: 3 of 10 groups, all their samples
+    kept = nested_subset(None, 100, 0.3, seed=0, groups=groups)
+    assert len(kept) == 30 and all(np.isin(groups[groups == g], groups[kept]).all() for g in np.unique(groups[kept]))
+    full = create_task("digits").load("unused", train_fraction=None)
+    part = create_task("digits").load("unused", train_fraction=0.1)
+    assert len(part.train) == sum(int(np.ceil(0.1 * c)) for c in np.bincount(full.train.tensors[1].numpy()))
+    assert part.sizes()["val"] == full.sizes()["val"] and part.sizes()["test"] == full.sizes()["test"]
+    record = train(make_cfg("task=digits", "method=finetune", *TINY, "data.train_fraction=0.1"))
+    assert record["data_sizes"]["train"] == len(part.train)
+
+
 class OverflowDigits(Digits):
     """Digits with finite inputs too large for float32 arithmetic (NaN inputs are refused
     when loaded): training must stop with a message, not run on."""
