@@ -1,0 +1,152 @@
+"""When does cross-modal transfer pay? Test error against training-set size (and, optionally,
+fine-tuning time) for every method, on the same validation and test splits; resumable, like
+reproduce_table.py (one process a run, a run with a record is never rerun).
+
+    python scripts/learning_curve.py \\
+        --data-root satellite=../shared/datasets/satellite-crop --data-root cifar10=../shared/datasets/cifar10-subset \\
+        --data-root darcy=../shared/datasets/darcy16 --override align.source_root=../shared/datasets/conll2003
+    python scripts/learning_curve.py --tasks satellite --methods scratch finetune orca --sizes 1 --budgets 1180
+    python scripts/learning_curve.py --dry-run       # the planned runs, one a line
+    python scripts/learning_curve.py --table-only    # table and figure from the records so far
+
+A size is a fraction of the training split (`data.train_fraction`: class-stratified, and
+nested: the series of a smaller size are among those of a larger one, for every seed); the
+recipe (tokens, learning rates) stays the task's tuned one at every size. A budget is the
+run's `budget_s` (280: `budget=cpu`'s five minutes). Each run is
+``<out>/runs/<task>/<method>/f<size>-t<budget>/s<seed>``. Writes `table.md` (mean ± std over
+seeds, one row a method at a size and budget), `table.csv`, and `curves.png`: a panel per
+task and budget, test error against training samples on a log axis, one line per method, a
+band of ± one standard error over seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from orca.errors import OrcaError  # noqa: E402
+from orca.sweep import Run, check_runs, parse_data_roots, run_missing, split_names  # noqa: E402
+from orca.table import Table, collect, markdown, write_csv  # noqa: E402
+
+TASKS = ("satellite", "cifar10", "darcy")
+METHODS = ("scratch", "finetune", "orca", "lora", "fpt", "fpt_random", "classical")
+SIZES = (0.02, 0.1, 1.0)
+BUDGETS = (280,)
+
+
+def label(size: float, budget: int) -> str:
+    return f"f{size:g}-t{budget}"
+
+
+def plan(out: Path, tasks, methods, sizes, budgets, seeds, data_roots: dict[str, str],
+         overrides: tuple[str, ...]) -> list[Run]:
+    for size in sizes:
+        if not 0 < size <= 1:
+            raise OrcaError(f"--sizes takes fractions of the training split in (0, 1], got {size:g}")
+    for budget in budgets:
+        if budget <= 0:
+            raise OrcaError(f"--budgets takes seconds > 0, got {budget}")
+    runs = []
+    for task in tasks:
+        base = ("budget=cpu", *((f"data.root={data_roots[task]}",) if task in data_roots else ()), *overrides)
+        for method in methods:
+            for budget in budgets:
+                for size in sizes:
+                    setting = (f"data.train_fraction={size:g}", f"budget_s={budget}")
+                    for seed in seeds:
+                        runs.append(Run(task, method, seed, out / "runs" / task / method / label(size, budget) / f"s{seed}",
+                                        (*base, *setting), variant=f"{method} {label(size, budget)}"))
+    return runs
+
+
+def curves(table: Table) -> dict[tuple[str, int], dict[str, list[tuple[int, float, float]]]]:
+    """{(task, budget): {method: [(training samples, mean error, standard error), ...]}} over
+    the finished seeds of each row, sorted by size."""
+    out: dict[tuple[str, int], dict[str, list]] = {}
+    for (row, task), cell in table.cells.items():
+        if not cell.errors:
+            continue
+        method, setting = row.split(" ")
+        budget = int(setting.split("-t")[1])
+        n = statistics.fmean(r["data_sizes"]["train"] for r in cell.records)
+        se = cell.std / len(cell.errors) ** 0.5 if cell.std is not None else 0.0
+        out.setdefault((task, budget), {}).setdefault(method, []).append((n, cell.mean, se))
+    return {key: {m: sorted(points) for m, points in lines.items()} for key, lines in out.items()}
+
+
+def plot(table: Table, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = curves(table)
+    keys = sorted(panels)
+    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(4.5 * max(1, len(keys)), 3.8), squeeze=False)
+    for ax, (task, budget) in zip(axes[0], keys):
+        for i, (method, points) in enumerate(sorted(panels[task, budget].items())):
+            n, mean, se = (list(v) for v in zip(*points))
+            ax.plot(n, mean, "o-", color=f"C{i}", label=method)
+            ax.fill_between(n, [m - s for m, s in zip(mean, se)], [m + s for m, s in zip(mean, se)],
+                            color=f"C{i}", alpha=0.2)
+        ax.set_xscale("log")
+        ax.set_xlabel("training samples", fontsize=8)
+        ax.set_ylabel(f"test {table.error_names.get(task, 'error')}", fontsize=8)
+        ax.set_title(f"{task}, {budget} s", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("test error against training-set size: mean over seeds, band ± one standard error", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--sizes", nargs="+", type=float, default=list(SIZES),
+                        help="fractions of the training split (data.train_fraction)")
+    parser.add_argument("--budgets", nargs="+", type=int, default=list(BUDGETS), help="budget_s of each run, s")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--data-root", action="append", default=[], metavar="TASK=PATH")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="a Hydra override for every run, e.g. align.source_root=PATH; repeatable")
+    parser.add_argument("--out", type=Path, default=Path("results") / "curves")
+    parser.add_argument("--dry-run", action="store_true", help="print the planned runs and run nothing")
+    parser.add_argument("--table-only", action="store_true", help="write the table from existing records only")
+    args = parser.parse_args(argv)
+    try:
+        runs = plan(args.out, split_names(args.tasks), split_names(args.methods), args.sizes, args.budgets,
+                    args.seeds, parse_data_roots(args.data_root), tuple(args.override))
+        if not args.table_only:
+            check_runs(runs)
+    except OrcaError as exc:
+        parser.error(str(exc))
+    if args.dry_run:
+        for run in runs:
+            print(f"{run.task:<10} {run.variant:<24} seed {run.seed}  [{'done' if run.done else 'to run'}]  "
+                  f"{' '.join(run.command()[1:])}")
+        print(f"{len(runs)} runs planned, {sum(r.done for r in runs)} done")
+        return 0
+    counts = {"failed": 0}
+    if not args.table_only:
+        t0 = time.perf_counter()
+        counts = run_missing(runs)
+        print(f"learning curves: {counts} in {(time.perf_counter() - t0) / 60:.1f} min")
+    table = collect(runs)
+    args.out.mkdir(parents=True, exist_ok=True)
+    text = markdown(table, "Learning curves: test error by method, training-set fraction (f) and budget (t, s)")
+    (args.out / "table.md").write_text(text)
+    write_csv(table, args.out / "table.csv")
+    plot(table, args.out / "curves.png")
+    print(text)
+    return 1 if counts["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
