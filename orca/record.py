@@ -129,6 +129,8 @@ def summary(record: dict) -> str:
         f = record["finetune"]
         planned = f" of {f['steps_planned']} planned" if f.get("steps_planned") else ""
         stopped = ", stopped at the deadline" if f.get("stopped_on_time") else ""
+        if f.get("stopped_early"):
+            stopped = f", stopped early ({f['stopped_early']['reason']})"
         rows.append(("fine-tuning steps", f"{f['steps_done']}{planned}{stopped}, {f['seconds_per_step']:.3f} s a step "
                                           f"(validation included), selected at step {f['selected_step']}"))
         if (f.get("plan") or {}).get("source"):
