@@ -137,7 +137,8 @@ def summary(record: dict) -> str:
             rows.append(("step plan", f["plan"]["source"]))
     if record.get("classical"):
         c = record["classical"]
-        rows.append(("classical model", f"{c['model']}, {c['strength_name']} = {c['chosen']:g} (chosen on validation)"))
+        chosen = c["chosen"] if isinstance(c["chosen"], str) else f"{c['model']} {c['strength_name']}={c['chosen']:g}"
+        rows.append(("classical model", f"{chosen} (chosen on validation)"))  # older records: a strength only
     rows.append(("time (s)", ", ".join(f"{k} {v:.1f}" for k, v in record["time_s"].items())))
     rows.append(("peak RSS (MiB)", f"{record['peak_rss_mb']:.0f}"))
     if record.get("machine"):
