@@ -93,6 +93,18 @@ def parse_data_roots(pairs: list[str]) -> dict[str, str]:
     return roots
 
 
+def add_sweep_arguments(parser, out: Path) -> None:
+    """The options every sweep script shares: seeds, data roots, overrides, output folder,
+    --dry-run and --table-only."""
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--data-root", action="append", default=[], metavar="TASK=PATH")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="a Hydra override for every run, e.g. align.source_root=PATH; repeatable")
+    parser.add_argument("--out", type=Path, default=out)
+    parser.add_argument("--dry-run", action="store_true", help="print the planned runs and run nothing")
+    parser.add_argument("--table-only", action="store_true", help="write the table from existing records only")
+
+
 def split_names(values: list[str] | None) -> list[str] | None:
     """Command-line lists given as `a,b`, `a b` or both -> [a, b]."""
     return None if values is None else [v for value in values for v in value.split(",") if v]

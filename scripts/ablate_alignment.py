@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from orca.errors import OrcaError  # noqa: E402
-from orca.sweep import Run, check_runs, parse_data_roots, run_missing, split_names  # noqa: E402
+from orca.sweep import Run, add_sweep_arguments, check_runs, parse_data_roots, run_missing, split_names  # noqa: E402
 from orca.table import Table, collect, markdown, versus_markdown, write_csv  # noqa: E402
 
 
@@ -99,13 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help=f"subset of {', '.join(VARIANTS)}")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--data-root", action="append", default=[], metavar="TASK=PATH")
-    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                        help="a Hydra override for every run, e.g. align.source_root=PATH; repeatable")
-    parser.add_argument("--out", type=Path, default=Path("results") / "ablation")
-    parser.add_argument("--dry-run", action="store_true", help="print the planned runs and run nothing")
-    parser.add_argument("--table-only", action="store_true", help="write the table from existing records only")
+    add_sweep_arguments(parser, Path("results") / "ablation")
     args = parser.parse_args(argv)
     try:
         runs = plan(args.out, split_names(args.tasks), split_names(args.variants), args.seeds,
