@@ -19,6 +19,9 @@ def test_plan_gives_each_size_and_budget_its_folder_and_overrides(tmp_path):
     runs = curve.plan(tmp_path, ["satellite"], ["finetune", "fpt_random"], [0.02, 1.0], [280, 1180], [0, 1],
                       {"satellite": "/data/sat"}, ("x=1",))
     assert len(runs) == 2 * 2 * 2 * 2
+    # every method of a seed, then the next seed: a sweep cut short leaves whole comparisons
+    assert [(r.method, r.variant.split()[1], r.seed) for r in runs[:3]] == [
+        ("finetune", "f0.02-t280", 0), ("fpt_random", "f0.02-t280", 0), ("finetune", "f0.02-t280", 1)]
     by = {(r.method, r.variant.split()[1], r.seed): r for r in runs}
     run = by["fpt_random", "f0.02-t1180", 1]
     assert run.folder == tmp_path / "runs" / "satellite" / "fpt_random" / "f0.02-t1180" / "s1"
@@ -55,3 +58,19 @@ def test_a_small_sweep_runs_and_resumes(tmp_path):
     assert len(records) == 2 and sizes[0] < sizes[1]  # f0.2 and f1
     assert (tmp_path / "curves.png").exists() and "finetune f0.2-t20" in (tmp_path / "table.md").read_text()
     assert curve.main(args) == 0  # nothing left to run
+
+
+def test_simulated_patience_stops_where_early_stopping_would(tmp_path):
+    spec = importlib.util.spec_from_file_location("simulate_patience", ROOT / "scripts" / "simulate_patience.py")
+    sim = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sim)
+    log = tmp_path / "run" / "logs" / "finetune" / "metrics.csv"
+    log.parent.mkdir(parents=True)
+    rows = [("9", "", "2.0"), ("99", "50", ""), ("199", "40", ""), ("299", "41", ""), ("399", "40", ""),
+            ("499", "39", ""), ("500", "39", "")]  # the last: trainer.validate's repeat of the best
+    log.write_text("step,val/error,train/loss\n" + "\n".join(",".join(r) for r in rows) + "\n")
+    history = sim.val_history(log)
+    assert history == [(99, 50.0), (199, 40.0), (299, 41.0), (399, 40.0), (499, 39.0)]
+    assert sim.simulate(history, 2) == (399, 40.0)  # 41 and 40 do not improve on 40: stop at the second
+    assert sim.simulate(history, 3) == (499, 39.0)  # never three in a row: runs to the end
+    assert sim.main([str(tmp_path), "--patience", "2"]) == 0
