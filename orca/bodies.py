@@ -61,10 +61,11 @@ class Body(nn.Module):
                 module.p = 0.0
 
     def check_length(self, tokens: torch.Tensor) -> None:
-        if tokens.shape[1] > self.max_positions:
+        prompt = getattr(self, "prompt_tokens", 0)
+        if tokens.shape[1] + prompt > self.max_positions:
             raise ConfigError(
-                f"{tokens.shape[1]} tokens exceed the body's {self.max_positions} positions; "
-                "lower embedder.target_len or use a larger patch size"
+                f"{tokens.shape[1]} tokens{f' and {prompt} prompt tokens' if prompt else ''} exceed the body's "
+                f"{self.max_positions} positions; lower embedder.target_len or use a larger patch size"
             )
 
     def output_grid(self, grid: tuple[int, ...]) -> tuple[int, ...]:
@@ -75,6 +76,20 @@ class Body(nn.Module):
         """Parameters of every LayerNorm (FPT trains these; attention and MLP stay frozen)."""
         return [p for m in self.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters()]
 
+    def blocks(self) -> list[nn.Module]:
+        """The transformer blocks in the order they run."""
+        raise NotImplementedError
+
+    def last_blocks_parameters(self, k: int) -> list[nn.Parameter]:
+        """Parameters of the last `k` blocks and of everything that runs after them (a final
+        LayerNorm, a Swin's patch merging): what partial fine-tuning trains in the body."""
+        blocks = self.blocks()
+        if not 1 <= k <= len(blocks):
+            raise ConfigError(f"method.train_last_k={k}: the body has {len(blocks)} blocks; give 1 to {len(blocks)}")
+        first = {id(p) for p in blocks[-k].parameters()}
+        params = list(self.model.parameters())  # registration order, which is the order they run in
+        return params[next(i for i, p in enumerate(params) if id(p) in first):]
+
 
 class TextBody(Body):
     """A language encoder (BERT family, GPT-2) with its input embeddings bypassed; a BERT's
@@ -83,10 +98,14 @@ class TextBody(Body):
     def __init__(self, model: nn.Module, position_embeddings: torch.Tensor, embedding_norm: nn.LayerNorm | None = None):
         size = int(position_embeddings.shape[1])
         super().__init__(model, size, size, int(position_embeddings.shape[0]), position_embeddings, embedding_norm)
+        self.prompt_tokens = 0  # learned tokens that prompt tuning prepends inside the model (orca/adapters.py)
 
     def forward(self, tokens: torch.Tensor, grid: tuple[int, ...] | None = None) -> torch.Tensor:
         self.check_length(tokens)
-        return self.model(inputs_embeds=tokens).last_hidden_state
+        return self.model(inputs_embeds=tokens).last_hidden_state[:, self.prompt_tokens:]
+
+    def blocks(self) -> list[nn.Module]:
+        return list(self.model.encoder.layer if hasattr(self.model, "encoder") else self.model.h)  # BERT, GPT-2
 
 
 class SwinBody(Body):
@@ -124,6 +143,9 @@ class SwinBody(Body):
 
     def output_grid(self, grid):
         return tuple(-(-side // self.downsample) for side in grid)  # ceil: Swin pads odd sides
+
+    def blocks(self) -> list[nn.Module]:
+        return [block for stage in self.model.encoder.layers for block in stage.blocks]
 
 
 @dataclass

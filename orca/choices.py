@@ -12,3 +12,7 @@ PROTOCOL_DATA = ("ours", "orca")           # protocol.data
 POOLS = ("mean", "last")                   # head.pool, method.head_pool
 DECODERS = ("linear", "pixel_shuffle")     # head.decoder
 EMBEDDER_INITS = {"conv1d": ("default", "orca"), "swin_patch": ("mean", "orca")}  # embedder.init, by embedder
+PEFT_NAMES = ("lora", "ia3", "prompt", "prefix", "adapter")  # method.peft.name (orca/adapters.py)
+# Each adapter's own options in method.peft (besides name and lr, the optimiser's business).
+PEFT_OPTIONS = {"lora": ("r", "alpha", "dropout", "target_modules"), "ia3": ("target_modules",),
+                "prompt": ("num_tokens",), "prefix": ("num_tokens", "projection"), "adapter": ("size", "target_modules")}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from orca.adapters import add_lora, is_adapter_parameter, lora_options
+from orca.adapters import add_peft, is_adapter_parameter
 from orca.bodies import Body, LoadedBody
 from orca.embedders import create_embedder
 from orca.heads import create_head
@@ -26,15 +26,19 @@ class OrcaModel(nn.Module):
         tokens = self.embedder(x)  # (B, *input) -> (B, N, D)
         return self.head(self.body(tokens, self.embedder.grid))  # -> (B, N', D') -> task output
 
-    def set_trainable(self, mode: str) -> None:
+    def set_trainable(self, mode: str, train_last_k: int | None = None) -> None:
         """"all": everything trains. "fpt": embedder (input layer, positions), the body's
         layer norms and the head train; attention and MLP weights stay frozen. "probe":
-        the body is frozen."""
+        the body is frozen. `train_last_k` (with "all"): of the body, only its last k
+        blocks and what runs after them train (partial fine-tuning)."""
         self.requires_grad_(True)
-        if mode in ("fpt", "probe"):
+        if mode in ("fpt", "probe") or train_last_k:
             self.body.requires_grad_(False)
         if mode == "fpt":
             for p in self.body.layer_norm_parameters():
+                p.requires_grad_(True)
+        if train_last_k:
+            for p in self.body.last_blocks_parameters(train_last_k):
                 p.requires_grad_(True)
 
     def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]:
@@ -71,5 +75,5 @@ def build_model(loaded: LoadedBody, arch: dict) -> OrcaModel:
                        grid=loaded.body.output_grid(embedder.grid), output_shape=output_shape, **head_options)
     model = OrcaModel(embedder, loaded.body, head)
     if arch.get("peft"):
-        add_lora(loaded.body, **lora_options(arch["peft"]))
+        add_peft(loaded, arch["peft"])
     return model

@@ -31,7 +31,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from orca.adapters import add_lora, lora_options
+from orca.adapters import add_peft
 from orca.align.sources import choose_source, load_source
 from orca.bodies import load_body
 from orca.budget import PlanCheck, StepPlan, calibrate, check_plan, check_step, fixed_plan, plan_steps
@@ -447,9 +447,9 @@ def _run_transformer(cfg: DictConfig, task: Task, splits, method: MethodConfig, 
         align_record = run_align(cfg, task, splits.train, loaded, embedder, run_dir, timer)
 
     model.train()  # Hugging Face loads bodies in eval mode
-    model.set_trainable(method.trainable)
+    model.set_trainable(method.trainable, method.train_last_k)
     if method.peft:  # after alignment, which never touches the body
-        add_lora(loaded.body, **lora_options(method.peft))
+        add_peft(loaded, dict(method.peft))
         arch["peft"] = dict(method.peft)
     val_metrics, test_metrics, best_path, finetune_record = run_finetune(cfg, task, splits, model, run_dir, timer,
                                                                          probe_frac=method.probe_frac,

@@ -31,9 +31,9 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, model_
 from pydantic_core import core_schema
 
 from orca.choices import (ALIGN_SCHEDULES, DECODERS, EMBEDDER_INITS, IMAGE_TRANSFORMS, INNER_METHODS, LOOPS,
-                          OPTIMIZERS, POOLS, PROTOCOL_DATA, SELECT_ON)
+                          OPTIMIZERS, PEFT_NAMES, POOLS, PROTOCOL_DATA, SELECT_ON)
 from orca.errors import ConfigError
-from orca.methods import MODELS, PEFT, TRAINABLE, MethodConfig
+from orca.methods import MODELS, TRAINABLE, MethodConfig
 
 
 @dataclass(frozen=True)
@@ -228,11 +228,14 @@ class Task(Open):
 
 
 class Peft(Closed):
-    name: Literal[PEFT] = None
-    r: Count = None
-    alpha: Positive = None
-    dropout: Decay = None
-    target_modules: list[str] | None = None
+    name: Literal[PEFT_NAMES] = None
+    r: Count = None                          # lora
+    alpha: Positive = None                   # lora
+    dropout: Decay = None                    # lora
+    target_modules: list[str] | None = None  # lora, ia3, adapter
+    num_tokens: Count = None                 # prompt, prefix
+    projection: bool = None                  # prefix
+    size: Count = None                       # adapter
     lr: Positive | None = None
 
 
@@ -245,6 +248,7 @@ class Method(Closed):
     embedder: str | None = None
     head_pool: Literal[POOLS] | None = None
     probe_frac: Annotated[float, Ge(0), Lt(1)] = None
+    train_last_k: Count | None = None
     peft: Peft | None = None
 
     @model_validator(mode="after")

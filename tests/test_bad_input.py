@@ -193,7 +193,7 @@ CASES = [
     # unknown names
     refused("unknown-task", ["task=nope"], ["unknown task 'nope'", "digits, ecg"]),
     refused("unknown-body", ["body=nope"], ["unknown body 'nope'", "minilm"]),
-    refused("unknown-method", ["method=nope"], ["unknown method 'nope'", "finetune, fpt, fpt_random, linear_probe, lora"]),
+    refused("unknown-method", ["method=nope"], ["unknown method 'nope'", "finetune, fpt, fpt_random, ia3, linear_probe, lora"]),
     Case("unknown-embedder", ["embedder.name=nope"], ["unknown embedder 'nope'", "patch2d"]),
     refused("unknown-embedder-config", ["embedder=nope"], ["unknown embedder 'nope'", "conv1d, linear_patch, patch2d"]),
     refused("unknown-head-config", ["head=nope"], ["unknown head 'nope'", "dense, pooled"]),

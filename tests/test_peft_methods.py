@@ -108,8 +108,8 @@ def test_lora_defaults_cover_gpt2_and_swin():
 def test_method_options_that_cannot_work_are_refused():
     with pytest.raises(ConfigError, match="needs method.trainable=all and no method.peft"):
         MethodConfig("x", probe_frac=0.5, peft={"name": "lora"})
-    with pytest.raises(ConfigError, match="method.peft.name='ia3'; known: lora"):
-        MethodConfig("x", peft={"name": "ia3"})
+    with pytest.raises(ConfigError, match="method.peft.name='dora'; known: lora, ia3, prompt, prefix, adapter"):
+        MethodConfig("x", peft={"name": "dora"})
     with pytest.raises(ConfigError, match=r"in \[0, 1\)"):
         MethodConfig("x", probe_frac=1.0)
     with pytest.raises(ConfigError, match="adapters' learning rate must be positive"):

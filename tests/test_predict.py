@@ -31,7 +31,7 @@ def recorded_test_split(record: dict) -> tuple[np.ndarray, np.ndarray]:
     return splits.test.tensors[0].numpy(), splits.test.tensors[1].numpy()
 
 
-@pytest.fixture(scope="module", params=["finetune", "lora"])
+@pytest.fixture(scope="module", params=["finetune", "lora", "prompt"])
 def finished(request, tmp_path_factory):
     from hydra import compose, initialize_config_dir
 
@@ -66,7 +66,7 @@ def test_export_loads_in_one_call_to_the_same_model(finished):
         probabilities = model(x).softmax(-1).numpy()
     np.testing.assert_allclose(probabilities, np.load(tmp / "run" / "predictions" / "test.npy"), atol=1e-5)
     assert model.architecture["run"]["metrics"] == record["metrics"]
-    assert (model.architecture["peft"] is not None) == (record["method"] == "lora")
+    assert (model.architecture["peft"] is not None) == (record["method"] in ("lora", "prompt"))
 
 
 def test_bad_predict_input_is_one_line_and_writes_nothing(finished, tmp_path):
