@@ -45,7 +45,7 @@ from orca.methods import MethodConfig
 from orca.model import OrcaModel, architecture, build_model
 from orca.plan_cache import cached_plan, keep_plan, worth_keeping
 from orca.preflight import check_run_folder
-from orca.record import StageTimer, machine, package_versions, peak_rss_mb, summary, write_record
+from orca.record import RECORD_NAME, StageTimer, machine, package_versions, peak_rss_mb, summary, write_record
 from orca.registry import DISTANCES, EMBEDDERS, HEADS, import_plugin
 from orca.resume import EpochSampler, ExactResume, SaveTimes
 from orca.stages import AlignStage, ClassBatchSampler, FinetuneStage, LinearProbeFirst, OrcaLoop
@@ -86,6 +86,28 @@ class _WithLabels(Dataset):
 
     def __getitem__(self, i):
         return self.split[i][0], self.labels[i]
+
+
+def reuse_align(run: str, embedder, arch: dict) -> dict:
+    """Stage 2 taken from the finished run in folder `run`: its aligned embedder's weights
+    into `embedder`, and its align record with ``from_run`` added. Several fine-tuning runs
+    can so start from one alignment (the ingredients of a model soup, orca/merge.py)."""
+    folder = Path(run)
+    checkpoint, record_path = folder / "checkpoints" / "align.pt", folder / RECORD_NAME
+    if not checkpoint.exists() or not record_path.exists():
+        raise ConfigError(f"align.from_run={run}: no finished run with an align stage there ({checkpoint} and "
+                          f"{record_path} are needed); give the folder of a finished method=orca run")
+    theirs = json.loads(record_path.read_text())["model"]
+    fields = {"task": lambda a: a["task"], "input shape": lambda a: a["input_shape"],
+              "embedder": lambda a: a["embedder"], "body": lambda a: a["body"]["key"]}
+    differ = [name for name, get in fields.items() if get(theirs) != get(arch)]
+    if differ:
+        raise ConfigError(f"align.from_run={run}: that run's {', '.join(differ)} differ from this run's; "
+                          "its aligned embedder cannot start this model")
+    state = torch.load(checkpoint, weights_only=True)
+    embedder.load_state_dict(state["embedder"])
+    log.info("align stage taken from %s", folder)
+    return {**state["record"], "from_run": str(folder)}
 
 
 @torch.no_grad()
@@ -444,7 +466,10 @@ def _run_transformer(cfg: DictConfig, task: Task, splits, method: MethodConfig, 
 
     align_record = None
     if method.align and cfg.align.distance != "none":
-        align_record = run_align(cfg, task, splits.train, loaded, embedder, run_dir, timer)
+        if cfg.align.from_run:
+            align_record = reuse_align(cfg.align.from_run, embedder, arch)
+        else:
+            align_record = run_align(cfg, task, splits.train, loaded, embedder, run_dir, timer)
 
     model.train()  # Hugging Face loads bodies in eval mode
     model.set_trainable(method.trainable, method.train_last_k)

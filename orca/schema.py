@@ -154,6 +154,7 @@ class Align(Closed):
     per_class_batch: Count | None = None
     text_fallback: bool = None
     image_transform: Literal[IMAGE_TRANSFORMS] = None
+    from_run: str | None = None
 
 
 class MaxSamples(Closed):
