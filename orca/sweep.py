@@ -47,6 +47,11 @@ SUITES = {
     "mini": Suite(tasks=("ecg", "satellite", "darcy", "cifar10"),
                   methods=("orca", "finetune", "fpt", "scratch", "classical", "lora", "orca_lora"), seeds=(0, 1, 2),
                   budget="cpu"),
+    # Stage 3's adaptation methods against full fine-tuning and LoRA on one machine (the
+    # mini rows of other days ran on other CPUs: a 280 s budget buys their steps at their speed).
+    "adaptation": Suite(tasks=("satellite", "cifar10"),
+                        methods=("finetune", "lora", "partial", "prompt", "prefix", "ia3", "adapter"), seeds=(0, 1, 2),
+                        budget="cpu"),
     # The paper's ten tasks; budget=paper brings its bodies (RoBERTa for 1D, Swin for 2D,
     # configs/paper_body/) and hyperparameters: for GPUs.
     "nb360": Suite(

@@ -160,7 +160,7 @@ def test_bad_data_root_is_a_clear_error(tmp_path):
 
 
 def test_names_and_overrides_are_checked_before_anything_runs(tmp_path):
-    for args, message in ((("--methods", "orca,nope"), "unknown method 'nope'; known methods: classical, finetune"),
+    for args, message in ((("--methods", "orca,nope"), "unknown method 'nope'; known methods: adapter, classical, finetune"),
                           (("--tasks", "digits,nope"), "unknown task 'nope'"),
                           (("--override", "finetune.max_stepz=3"), "no key 'finetune.max_stepz'"),
                           (("--seeds", "0,one"), "--seeds takes integers")):
