@@ -155,27 +155,54 @@ def reference_lines(table: Table) -> list[str]:
     return lines
 
 
+def welch(a: Cell, b: Cell) -> tuple[float, float, float] | None:
+    """a against b over seeds: (Δ = mean error of a − mean error of b, its standard error
+    sqrt(s_a²/n_a + s_b²/n_b), the two-sided p-value of Welch's t-test), or None with fewer
+    than two seeds on either side. With three seeds a side, Δ/SE read as a z-score would
+    overstate the certainty: Welch's test uses the t distribution at its own degrees of freedom."""
+    from scipy.stats import ttest_ind
+
+    if len(a.errors) < 2 or len(b.errors) < 2:
+        return None
+    delta = a.mean - b.mean
+    se = (a.std ** 2 / len(a.errors) + b.std ** 2 / len(b.errors)) ** 0.5
+    if se == 0:  # both sides constant: the test is undefined; equal or certainly different
+        return delta, se, 1.0 if delta == 0 else 0.0
+    return delta, se, float(ttest_ind(a.errors, b.errors, equal_var=False).pvalue)
+
+
+VERDICT_P = 0.05  # a difference counts when Welch's p-value is below this
+
+
+def verdict(name_a: str, name_b: str, comparison: tuple[float, float, float]) -> str:
+    delta, _, p = comparison
+    if p >= VERDICT_P:
+        return "no difference shown"
+    return f"{name_a} better" if delta < 0 else f"{name_b} better"
+
+
+def comparison_cells(comparison: tuple[float, float, float]) -> str:
+    """'Δ | SE | p' table cells."""
+    delta, se, p = comparison
+    return f"{delta:+.4g} | {fmt(se, 2)} | {p:.2g}"
+
+
 def versus_markdown(table: Table, reference: str = "orca") -> str:
     """`reference` against each other method per task: difference of mean test errors, its
-    standard error sqrt(s1²/n1 + s2²/n2) over seeds, and a verdict: a difference beyond
-    two standard errors counts, anything smaller is within the seeds' spread."""
+    standard error over seeds, Welch's t-test p-value and a verdict (p < 0.05 counts)."""
     if reference not in table.methods or len(table.methods) < 2:
         return ""
     lines = [f"## {reference} against each baseline", "",
              f"Δ = mean error of {reference} − mean error of the baseline (negative: {reference} is better); "
-             "SE = sqrt(s1²/n1 + s2²/n2) over seeds; |Δ| ≤ 2 SE is within the spread.", "",
-             "| task | baseline | Δ | SE | verdict |", "|---|---|---|---|---|"]
+             f"SE = sqrt(s1²/n1 + s2²/n2) over seeds; p: Welch's two-sided t-test; a verdict needs p < {VERDICT_P}.",
+             "", "| task | baseline | Δ | SE | p | verdict |", "|---|---|---|---|---|---|"]
     for task in table.tasks:
-        ours = table.cells[reference, task]
         for method in table.methods:
-            other = table.cells[method, task]
-            if method == reference or len(ours.errors) < 2 or len(other.errors) < 2:
+            comparison = welch(table.cells[reference, task], table.cells[method, task])
+            if method == reference or comparison is None:
                 continue
-            delta = ours.mean - other.mean
-            se = (ours.std ** 2 / len(ours.errors) + other.std ** 2 / len(other.errors)) ** 0.5
-            verdict = ("within the spread" if abs(delta) <= 2 * se else
-                       f"{reference} better" if delta < 0 else f"{method} better")
-            lines.append(f"| {task} | {method} | {delta:+.4g} | {fmt(se, 2)} | {verdict} |")
+            lines.append(f"| {task} | {method} | {comparison_cells(comparison)} | "
+                         f"{verdict(reference, method, comparison)} |")
     return "\n".join(lines) + "\n"
 
 

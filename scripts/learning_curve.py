@@ -15,7 +15,8 @@ recipe (tokens, learning rates) stays the task's tuned one at every size (not se
 per size). A budget is the run's `budget_s` (280: `budget=cpu`'s five minutes); within it a
 run stops early when validation stops improving (CURVE_OVERRIDES). Each run is
 ``<out>/runs/<task>/<method>/f<size>-t<budget>/s<seed>``. Writes `table.md` (mean ± std over
-seeds, one row a method at a size and budget), `table.csv`, and `curves.png`: a panel per
+seeds, one row a method at a size and budget; then the verdicts: orca and finetune against
+scratch, orca against finetune, fpt against fpt_random, each with Welch's t-test), `table.csv`, and `curves.png`: a panel per
 task and budget, test error against training samples on a log axis, one line per method, a
 band of ± one standard error over seeds.
 """
@@ -31,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from orca.errors import OrcaError  # noqa: E402
 from orca.sweep import Run, add_sweep_arguments, check_runs, parse_data_roots, run_missing, split_names  # noqa: E402
-from orca.table import Table, collect, markdown, write_csv  # noqa: E402
+from orca.table import Table, collect, comparison_cells, markdown, verdict, welch, write_csv  # noqa: E402
 
 TASKS = ("satellite", "cifar10", "darcy")
 METHODS = ("scratch", "finetune", "orca", "lora", "fpt", "fpt_random", "classical")
@@ -42,6 +43,9 @@ BUDGETS = (280,)
 # of the steps. Patience chosen on validation error alone, from runs that trained without
 # stopping (results/curves-patience/patience.md, scripts/simulate_patience.py).
 CURVE_OVERRIDES = ("finetune.num_validations=10", "finetune.early_stopping_patience=3")
+# The questions the curves answer: does a pretrained body beat a random one (orca, finetune
+# against scratch), does alignment add to fine-tuning, and FPT's own control.
+QUESTIONS = (("orca", "scratch"), ("finetune", "scratch"), ("orca", "finetune"), ("fpt", "fpt_random"))
 
 
 def label(size: float, budget: int) -> str:
@@ -83,6 +87,29 @@ def curves(table: Table) -> dict[tuple[str, int], dict[str, list[tuple[int, floa
         se = cell.std / len(cell.errors) ** 0.5 if cell.std is not None else 0.0
         out.setdefault((task, budget), {}).setdefault(method, []).append((n, cell.mean, se))
     return {key: {m: sorted(points) for m, points in lines.items()} for key, lines in out.items()}
+
+
+def verdicts_markdown(table: Table) -> str:
+    """Per task, budget and size, each of QUESTIONS as Δ, its standard error, Welch's p and a
+    verdict (orca/table.py: welch)."""
+    lines = ["## Verdicts", "", "Δ = mean test error of the first method − that of the second (negative: the first "
+             "is better), over seeds; SE its standard error; p: Welch's two-sided t-test; a verdict needs p < 0.05.",
+             "", "| task | budget s | fraction | samples | comparison | Δ | SE | p | verdict |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    settings = sorted({row.split(" ")[1] for row, _ in table.cells}, key=lambda s: (int(s.split("-t")[1]),
+                                                                                    float(s[1:].split("-t")[0])))
+    for task in table.tasks:
+        for setting in settings:
+            for a, b in QUESTIONS:
+                cell_a, cell_b = table.cells.get((f"{a} {setting}", task)), table.cells.get((f"{b} {setting}", task))
+                comparison = welch(cell_a, cell_b) if cell_a and cell_b else None
+                if comparison is None:
+                    continue
+                size, budget = setting[1:].split("-t")
+                n = round(statistics.fmean(r["data_sizes"]["train"] for r in cell_a.records))
+                lines.append(f"| {task} | {budget} | {size} | {n:,} | {a} − {b} | {comparison_cells(comparison)} | "
+                             f"{verdict(a, b, comparison)} |")
+    return "\n".join(lines) + "\n"
 
 
 def plot(table: Table, path: Path) -> None:
@@ -142,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     table = collect(runs)
     args.out.mkdir(parents=True, exist_ok=True)
     text = markdown(table, "Learning curves: test error by method, training-set fraction (f) and budget (t, s)")
+    text += "\n" + verdicts_markdown(table)
     (args.out / "table.md").write_text(text)
     write_csv(table, args.out / "table.csv")
     plot(table, args.out / "curves.png")

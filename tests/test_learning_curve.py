@@ -47,6 +47,9 @@ def test_curves_average_seeds_per_size_and_the_figure_is_written(tmp_path):
     assert mean == pytest.approx(49.5) and se == pytest.approx(0.5)  # errors 49 and 50: std 0.707 / sqrt(2)
     curve.plot(collect(runs), tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 1000
+    verdicts = curve.verdicts_markdown(collect(runs))  # finetune 39, 40 against scratch 49, 50 at each size
+    assert "| ta | 280 | 0.1 | 100 | finetune − scratch | -10 | 0.71 | 0.005 | finetune better |" in verdicts
+    assert "orca − " not in verdicts and "fpt − " not in verdicts  # no runs of theirs: no verdict
 
 
 def test_a_small_sweep_runs_and_resumes(tmp_path):
