@@ -87,6 +87,18 @@ class Run:
                 *self.overrides, f"hydra.run.dir={self.folder}"]
 
 
+def merged_runs(out: Path) -> list[Run]:
+    """The merged runs written under <out>/merges/<task>/<name>/ (python -m orca.merge),
+    one table row per merge method (wise_ft, soup_greedy, ...), its seeds averaged."""
+    import json
+
+    runs = []
+    for record_path in sorted(Path(out).glob(f"merges/*/*/{RECORD_NAME}")):
+        record = json.loads(record_path.read_text())
+        runs.append(Run(record["task"], record["method"], int(record["seed"]), record_path.parent, ()))
+    return runs
+
+
 def parse_data_roots(pairs: list[str]) -> dict[str, str]:
     """["ecg=PATH", ...] -> {"ecg": "PATH"}."""
     roots = {}

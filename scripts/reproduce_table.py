@@ -8,7 +8,8 @@ write table.md, table.csv, table.png and alignment.md from their records.
     python scripts/reproduce_table.py --suite nb360 --data-root ...    # the paper's ten tasks (GPUs)
 
 Calling it again skips finished runs and retries failed or interrupted ones; --table-only
-redraws the table from the records without running anything.
+redraws the table from the records without running anything. Merged runs written under
+<out>/merges/<task>/<name>/ by python -m orca.merge join the table as rows of their own.
 """
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from orca.errors import ConfigError, OrcaError  # noqa: E402
-from orca.sweep import (PROTOCOLS, SUITES, check_runs, describe, parse_data_roots, plan,  # noqa: E402
-                        run_missing, split_names)
+from orca.sweep import (PROTOCOLS, SUITES, check_runs, describe, merged_runs, parse_data_roots,  # noqa: E402
+                        plan, run_missing, split_names)
 from orca.table import alignment_markdown, collect, describe_markdown, markdown, write_all  # noqa: E402
 
 
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         counts = run_missing(runs)
         print(f"sweep: {counts} in {(time.perf_counter() - t0) / 60:.1f} min")
     other = planned("reference" if args.protocol == "clean" else "clean")
-    table = collect(runs + [r for r in other if r.done], published=suite.published)  # both protocols, where run
+    merged = [r for r in merged_runs(out) if r.task in {run.task for run in runs}]  # python -m orca.merge's
+    table = collect(runs + [r for r in other if r.done] + merged, published=suite.published)  # both protocols
     budget = args.budget or suite.budget
     paths = write_all(table, out, f"Suite {args.suite}, budget={budget}")
     print(markdown(table, f"Suite {args.suite}, budget={budget}"))

@@ -214,3 +214,20 @@ def test_versus_verdicts_come_from_welchs_t_test(tmp_path):
     versus = versus_markdown(collect(list(runs.values())))
     assert "| ta | fpt | -0.5 | 1.1 | 0.71 | no difference shown |" in versus  # SE = sqrt(2/2 + 0.5/2)
     assert "| ta | scratch | -19.5 | 1.1 | 0.011 | orca better |" in versus
+
+
+def test_merged_runs_join_the_table_as_rows_of_their_own(tmp_path):
+    from orca.sweep import Run, merged_runs
+
+    for seed, error in enumerate([30.0, 32.0]):
+        fake_record(Run("satellite", "finetune", seed, tmp_path / "runs" / "satellite" / "finetune" / f"s{seed}", ()),
+                    error)
+        merge = Run("satellite", "wise_ft", seed, tmp_path / "merges" / "satellite" / f"wise-s{seed}", ())
+        fake_record(merge, error - 1.0)
+    assert [(r.method, r.seed) for r in merged_runs(tmp_path)] == [("wise_ft", 0), ("wise_ft", 1)]
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--suite", "adaptation", "--tasks", "satellite", "--methods",
+                           "finetune", "--seeds", "0", "1", "--out", str(tmp_path), "--table-only"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = (tmp_path / "table.md").read_text()
+    assert "| wise_ft (ours) | **30 ± 1.4 (n=2)** |" in table and "| finetune (ours) | 31 ± 1.4 (n=2) |" in table
