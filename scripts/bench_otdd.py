@@ -2,13 +2,17 @@
 align step.
 
     python scripts/bench_otdd.py [--reference ../shared/otdd-reference] [--repeats 5]
+        [--reference-python $OTDD_REF_DIR/venv/bin/python]
         [--data-root satellite=../shared/datasets/satellite-crop --data-root ecg=...]
 
 1. Reference cases: for each case and inner method, our value and median seconds per call
    (a fresh OTDD object each call: label distances, both self-terms and the cross term,
-   as the reference times one call) beside the values and times the reference
-   implementation recorded on this 2-core machine type, and the speed-up; then where our
-   seconds go on the largest case.
+   as the reference times one call) beside the reference values, the authors'
+   implementation's median seconds and the speed-up; then where our seconds go on the
+   largest case. With --reference-python (the venv that
+   ../shared/tools/otdd_reference/setup.sh makes), the authors' code is timed in the same
+   run, on this machine, by that tool in its own process (the project never imports it);
+   without it, the times recorded with the cases stand in, labelled as another machine's.
 2. A real align step, as `method=orca budget=cpu` runs it: the cached source features
    (CoNLL-2003 through MiniLM, budget=cpu's 1,000 sentences), a task's training data
    through a freshly initialised embedder, and per target class one OTDD forward and
@@ -37,6 +41,7 @@ from orca.align.sinkhorn import kernel_dtype, sinkhorn  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 SETTINGS = {"exact": "S1_exact_innerdebT", "gaussian": "S2_gauss_debT"}
+REFERENCE_TOOL = SHARED / "tools" / "otdd_reference" / "time_reference.py"
 DEFAULT_TASKS = {"satellite": SHARED / "datasets" / "satellite-crop", "ecg": SHARED / "datasets" / "physionet2017"}
 
 
@@ -49,18 +54,38 @@ def median_seconds(fn, repeats: int) -> tuple[float, object]:
     return statistics.median(times), result
 
 
-def reference_cases(folder: Path, repeats: int) -> None:
-    print(f"## Reference cases ({folder}; median of {repeats} calls, {torch.get_num_threads()} threads)\n")
-    print(f"{'case':14} {'inner':8} {'ours':>10} {'reference':>10} {'rel.diff':>8} {'ours s':>8} {'ref s':>8} "
+def time_authors(python: Path, tool: Path, cases: list[Path], repeats: int) -> dict[tuple[str, str], float]:
+    """(case, setting) -> the authors' median seconds a call, timed now on this machine by
+    the otdd_reference tool in its own process."""
+    import json
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "reference.json"
+        proc = subprocess.run([str(python), str(tool), *map(str, cases), "--repeats", str(repeats),
+                               "--json", str(out)], capture_output=True, text=True)
+        if not out.exists():
+            raise SystemExit(f"timing the authors' OTDD failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+        results = json.loads(out.read_text())["results"]
+    return {(r["case"], r["setting"]): r["median_s"] for r in results}
+
+
+def reference_cases(folder: Path, repeats: int, authors: dict[tuple[str, str], float] | None) -> None:
+    where = "this machine, this run" if authors else "recorded with the cases on another machine"
+    print(f"## Reference cases ({folder}; median of {repeats} calls, {torch.get_num_threads()} threads; "
+          f"the authors' seconds: {where})\n")
+    print(f"{'case':14} {'inner':8} {'ours':>10} {'reference':>10} {'rel.diff':>8} {'ours s':>8} {'authors s':>9} "
           f"{'speed-up':>8}")
     for path in sorted(folder.glob("*.npz")):
         d = np.load(path)
         xs, ys, xt, yt = (torch.as_tensor(d[k]) for k in ("xs", "ys", "xt", "yt"))
         for inner, setting in SETTINGS.items():
             seconds, value = median_seconds(lambda: float(OTDD(xs, ys, inner=inner)(xt, yt)), repeats)
-            ref, ref_s = float(d[f"otdd_{setting}"]), float(d[f"time_{setting}"])
+            ref = float(d[f"otdd_{setting}"])
+            ref_s = authors[path.stem, setting] if authors else float(d[f"time_{setting}"])
             rel = f"{abs(value - ref) / abs(ref):8.1%}" if abs(ref) > 1e-3 else f"{'—':>8}"
-            print(f"{path.stem:14} {inner:8} {value:10.4g} {ref:10.4g} {rel} {seconds:8.3f} {ref_s:8.2f} "
+            print(f"{path.stem:14} {inner:8} {value:10.4g} {ref:10.4g} {rel} {seconds:8.3f} {ref_s:9.3f} "
                   f"{ref_s / seconds:7.1f}x")
 
 
@@ -140,6 +165,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reference", type=Path, default=SHARED / "otdd-reference")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--reference-python", type=Path,
+                        help="python of the otdd_reference venv: time the authors' code here, in this run")
+    parser.add_argument("--reference-tool", type=Path, default=REFERENCE_TOOL)
     parser.add_argument("--data-root", action="append", default=[], metavar="TASK=PATH",
                         help="a task's data folder for the align-step benchmark (default: satellite and ecg in "
                              f"{SHARED / 'datasets'})")
@@ -147,7 +175,11 @@ def main():
     parser.add_argument("--steps", type=int, default=10, help="align steps timed per task and sample size")
     args = parser.parse_args()
     if args.reference.exists():
-        reference_cases(args.reference, args.repeats)
+        authors = None
+        if args.reference_python:
+            cases = sorted(args.reference.glob("*.npz"))
+            authors = time_authors(args.reference_python, args.reference_tool, cases, args.repeats)
+        reference_cases(args.reference, args.repeats, authors)
         largest = max(args.reference.glob("*.npz"), key=lambda p: p.stat().st_size)
         breakdown(largest, args.repeats)
     else:
