@@ -78,7 +78,8 @@ class Body(nn.Module):
 
     def blocks(self) -> list[nn.Module]:
         """The transformer blocks in the order they run."""
-        raise NotImplementedError
+        raise ConfigError(f"{type(self).__name__} does not list its transformer blocks, which partial fine-tuning "
+                          "(method.train_last_k) needs: define blocks() in the body's class (orca/bodies.py)")
 
     def last_blocks_parameters(self, k: int) -> list[nn.Parameter]:
         """Parameters of the last `k` blocks and of everything that runs after them (a final
