@@ -26,6 +26,11 @@ from orca.sweep import (PROTOCOLS, SUITES, check_runs, describe, merged_runs, pa
 from orca.table import alignment_markdown, collect, describe_markdown, markdown, write_all  # noqa: E402
 
 
+def union(default, given) -> list:
+    """The suite's names followed by any others given, each once."""
+    return list(dict.fromkeys([*default, *(given or ())]))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", choices=sorted(SUITES), default="mini")
@@ -72,9 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.table_only:
         counts = run_missing(runs)
         print(f"sweep: {counts} in {(time.perf_counter() - t0) / 60:.1f} min")
-    other = planned("reference" if args.protocol == "clean" else "clean")
-    merged = [r for r in merged_runs(out) if r.task in {run.task for run in runs}]  # python -m orca.merge's
-    table = collect(runs + [r for r in other if r.done] + merged, published=suite.published)  # both protocols
+    # The table shows every finished run of the folder, not only this call's subset: a sweep of
+    # seed 1 alone must not redraw the table without seed 0 (both protocols; merges as rows).
+    everything = [r for protocol in PROTOCOLS
+                  for r in plan(suite, out, union(suite.tasks, split_names(args.tasks)),
+                                union(suite.methods, split_names(args.methods)),
+                                union(suite.seeds, seeds and list(map(int, seeds))), protocol=protocol)]
+    shown = list({r.folder: r for r in runs + [r for r in everything if r.done]}.values())
+    merged = [r for r in merged_runs(out) if r.task in {run.task for run in shown}]  # python -m orca.merge's
+    table = collect(shown + merged, published=suite.published)
     budget = args.budget or suite.budget
     paths = write_all(table, out, f"Suite {args.suite}, budget={budget}")
     print(markdown(table, f"Suite {args.suite}, budget={budget}"))

@@ -231,3 +231,18 @@ def test_merged_runs_join_the_table_as_rows_of_their_own(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = (tmp_path / "table.md").read_text()
     assert "| wise_ft (ours) | **30 ± 1.4 (n=2)** |" in table and "| finetune (ours) | 31 ± 1.4 (n=2) |" in table
+
+
+def test_a_sweep_of_one_seed_redraws_the_table_with_every_finished_seed(tmp_path):
+    from orca.sweep import Run
+
+    for seed, error in enumerate([30.0, 32.0]):
+        fake_record(Run("satellite", "finetune", seed, tmp_path / "runs" / "satellite" / "finetune" / f"s{seed}", ()),
+                    error)
+    fake_record(Run("cifar10", "lora", 0, tmp_path / "runs" / "cifar10" / "lora" / "s0", ()), 50.0)
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--suite", "adaptation", "--tasks", "satellite", "--methods",
+                           "finetune", "--seeds", "1", "--out", str(tmp_path), "--table-only"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = (tmp_path / "table.md").read_text()
+    assert "| finetune (ours) | **31 ± 1.4 (n=2)** |" in table and "| lora (ours) | missing (0/0) | **50 (n=1)** |" in table
