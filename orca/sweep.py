@@ -40,6 +40,7 @@ class Suite:
     budget: str
     task_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
     published: bool = False  # print the paper's rows beside ours
+    reference: str = "orca"  # the method every other is tested against (Welch's t-test)
 
 
 SUITES = {
@@ -51,7 +52,7 @@ SUITES = {
     # mini rows of other days ran on other CPUs: a 280 s budget buys their steps at their speed).
     "adaptation": Suite(tasks=("satellite", "cifar10"),
                         methods=("finetune", "lora", "partial", "prompt", "prefix", "ia3", "adapter"), seeds=(0, 1, 2),
-                        budget="cpu"),
+                        budget="cpu", reference="finetune"),
     # The paper's ten tasks; budget=paper brings its bodies (RoBERTa for 1D, Swin for 2D,
     # configs/paper_body/) and hyperparameters: for GPUs.
     "nb360": Suite(

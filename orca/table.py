@@ -300,11 +300,11 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.fmean(values):.4g}{spread}"
 
 
-def write_all(table: Table, out: Path, title: str) -> dict[str, Path]:
+def write_all(table: Table, out: Path, title: str, reference: str = "orca") -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / "table.md", "csv": out / "table.csv", "png": out / "table.png",
              "alignment": out / "alignment.md"}
-    versus = versus_markdown(table)
+    versus = versus_markdown(table, reference)
     paths["md"].write_text(markdown(table, title) + (f"\n{versus}" if versus else ""))
     write_csv(table, paths["csv"])
     plot(table, paths["png"])

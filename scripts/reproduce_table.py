@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     merged = [r for r in merged_runs(out) if r.task in {run.task for run in shown}]  # python -m orca.merge's
     table = collect(shown + merged, published=suite.published)
     budget = args.budget or suite.budget
-    paths = write_all(table, out, f"Suite {args.suite}, budget={budget}")
+    paths = write_all(table, out, f"Suite {args.suite}, budget={budget}", reference=suite.reference)
     print(markdown(table, f"Suite {args.suite}, budget={budget}"))
     print(alignment_markdown(table))
     print("written: " + ", ".join(str(p) for p in paths.values()))

@@ -246,3 +246,4 @@ def test_a_sweep_of_one_seed_redraws_the_table_with_every_finished_seed(tmp_path
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = (tmp_path / "table.md").read_text()
     assert "| finetune (ours) | **31 ± 1.4 (n=2)** |" in table and "| lora (ours) | missing (0/0) | **50 (n=1)** |" in table
+    assert "## finetune against each baseline" in table  # the adaptation suite tests against full fine-tuning
