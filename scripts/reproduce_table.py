@@ -79,11 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sweep: {counts} in {(time.perf_counter() - t0) / 60:.1f} min")
     # The table shows every finished run of the folder, not only this call's subset: a sweep of
     # seed 1 alone must not redraw the table without seed 0 (both protocols; merges as rows).
+    tasks, methods = union(suite.tasks, split_names(args.tasks)), union(suite.methods, split_names(args.methods))
     everything = [r for protocol in PROTOCOLS
-                  for r in plan(suite, out, union(suite.tasks, split_names(args.tasks)),
-                                union(suite.methods, split_names(args.methods)),
-                                union(suite.seeds, seeds and list(map(int, seeds))), protocol=protocol)]
-    shown = list({r.folder: r for r in runs + [r for r in everything if r.done]}.values())
+                  for r in plan(suite, out, tasks, methods, union(suite.seeds, seeds and list(map(int, seeds))),
+                                protocol=protocol)]
+    shown = sorted({r.folder: r for r in runs + [r for r in everything if r.done]}.values(),
+                   key=lambda r: (tasks.index(r.task), methods.index(r.method)))  # the suite's order
     merged = [r for r in merged_runs(out) if r.task in {run.task for run in shown}]  # python -m orca.merge's
     table = collect(shown + merged, published=suite.published)
     budget = args.budget or suite.budget

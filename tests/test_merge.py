@@ -165,3 +165,27 @@ def test_merge_command_line(runs, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "orca.merge", f"runs={runs / 'b'}", "how=soup", f"out={out}2"],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2 and proc.stderr.startswith("error: how='soup'; known:")
+
+
+def test_soup_script_makes_three_ingredients_from_one_alignment_and_their_soups(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("soup", ROOT / "scripts" / "soup.py")
+    soup = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(soup)
+    args = ["--task", "digits", "--budget", "smoke", "--seeds", "0", "--out", str(tmp_path),
+            "--override", "body=tiny-random", "--override", "finetune.max_steps=4"]
+    assert soup.main(args) == 0
+    folder = tmp_path / "soup" / "digits" / "s0"
+    a, b, c = (json.loads((folder / f / "results.json").read_text()) for f in "abc")
+    assert a["config"]["align"]["from_run"] is None and "align" in a["time_s"]  # a aligns; b and c do not
+    assert b["align"]["from_run"] == c["align"]["from_run"] == str((folder / "a").resolve())
+    lr = a["config"]["finetune"]["optimizer"]["lr"]
+    assert (b["config"]["finetune"]["optimizer"]["lr"], c["config"]["finetune"]["optimizer"]["lr"]) == \
+        pytest.approx((lr / 2, lr * 2))
+    for how in ("greedy", "uniform"):
+        record = json.loads((tmp_path / "merges" / "digits" / f"{how}-s0" / "results.json").read_text())
+        assert record["merge"]["runs"] == [str(folder / f) for f in "abc"]
+    mtimes = [p.stat().st_mtime for p in sorted(tmp_path.rglob("results.json"))]
+    assert soup.main(args) == 0  # resumed: nothing trained or merged again
+    assert [p.stat().st_mtime for p in sorted(tmp_path.rglob("results.json"))] == mtimes

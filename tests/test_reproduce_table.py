@@ -240,10 +240,13 @@ def test_a_sweep_of_one_seed_redraws_the_table_with_every_finished_seed(tmp_path
         fake_record(Run("satellite", "finetune", seed, tmp_path / "runs" / "satellite" / "finetune" / f"s{seed}", ()),
                     error)
     fake_record(Run("cifar10", "lora", 0, tmp_path / "runs" / "cifar10" / "lora" / "s0", ()), 50.0)
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--suite", "adaptation", "--tasks", "satellite", "--methods",
-                           "finetune", "--seeds", "1", "--out", str(tmp_path), "--table-only"],
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--suite", "adaptation", "--tasks", "cifar10", "--methods",
+                           "lora", "--seeds", "0", "--out", str(tmp_path), "--table-only"],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = (tmp_path / "table.md").read_text()
     assert "| finetune (ours) | **31 ± 1.4 (n=2)** |" in table and "| lora (ours) | missing (0/0) | **50 (n=1)** |" in table
+    # columns and rows in the suite's order, not the order of this call's --tasks and --methods
+    assert "| method | satellite (0-1 error %) | cifar10 (0-1 error %) |" in table
+    assert table.index("| finetune (ours)") < table.index("| lora (ours)")
     assert "## finetune against each baseline" in table  # the adaptation suite tests against full fine-tuning
