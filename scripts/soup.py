@@ -1,13 +1,14 @@
 """Model soups from one alignment, per seed: three ORCA runs of a task that share the align
 stage (`a` aligns; `b` and `c` start from its embedder with `align.from_run` and fine-tune the
-body at half and twice the tuned learning rate), then their greedy and uniform soups
-(orca/merge.py). Resumable like the sweeps: a run or merge with a record is never redone.
+body at half and twice the tuned learning rate), then their merges (orca/merge.py): the greedy
+and uniform soups, the Fisher-weighted average and task arithmetic. Resumable like the sweeps:
+a run or merge with a record is never redone; --table-only merges finished ingredients only.
 
     python scripts/soup.py --task satellite --data-root satellite=../shared/datasets/satellite-crop \\
         --override align.source_root=../shared/datasets/conll2003 --seeds 1 2 --out results/adaptation
 
-Ingredients go to ``<out>/soup/<task>/s<seed>/{a,b,c}``, soups to
-``<out>/merges/<task>/{greedy,uniform}-s<seed>``, where reproduce_table.py's suites pick them
+Ingredients go to ``<out>/soup/<task>/s<seed>/{a,b,c}``, merges to
+``<out>/merges/<task>/<how>-s<seed>``, where reproduce_table.py's suites pick them
 up as rows of their own.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ from orca.record import RECORD_NAME  # noqa: E402
 from orca.sweep import Run, add_sweep_arguments, parse_data_roots, run_missing  # noqa: E402
 
 LR_FACTORS = {"a": 1.0, "b": 0.5, "c": 2.0}  # each ingredient's body learning rate over the tuned one
-SOUPS = ("greedy", "uniform")
+SOUPS = ("greedy", "uniform", "fisher", "task_arithmetic")  # orca.merge's `how`s for several runs
 
 
 def ingredients(task: str, seed: int, out: Path, common: tuple[str, ...], tuned_lr: float) -> list[Run]:

@@ -167,7 +167,7 @@ def test_merge_command_line(runs, tmp_path):
     assert proc.returncode == 2 and proc.stderr.startswith("error: how='soup'; known:")
 
 
-def test_soup_script_makes_three_ingredients_from_one_alignment_and_their_soups(tmp_path):
+def test_soup_script_makes_three_ingredients_from_one_alignment_and_their_merges(tmp_path):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("soup", ROOT / "scripts" / "soup.py")
@@ -183,7 +183,7 @@ def test_soup_script_makes_three_ingredients_from_one_alignment_and_their_soups(
     lr = a["config"]["finetune"]["optimizer"]["lr"]
     assert (b["config"]["finetune"]["optimizer"]["lr"], c["config"]["finetune"]["optimizer"]["lr"]) == \
         pytest.approx((lr / 2, lr * 2))
-    for how in ("greedy", "uniform"):
+    for how in soup.SOUPS:
         record = json.loads((tmp_path / "merges" / "digits" / f"{how}-s0" / "results.json").read_text())
         assert record["merge"]["runs"] == [str(folder / f) for f in "abc"]
     mtimes = [p.stat().st_mtime for p in sorted(tmp_path.rglob("results.json"))]
