@@ -17,8 +17,9 @@ align step.
    (CoNLL-2003 through MiniLM, budget=cpu's 1,000 sentences), a task's training data
    through a freshly initialised embedder, and per target class one OTDD forward and
    backward on a sample of 64 or 128 of its points. Prints the median per class (one call
-   alone) and per step (all classes through `OTDD.class_losses`, which overlaps one class's
-   Sinkhorn with the next classes' label distances). Tasks whose data folder is missing are
+   alone), per step (all classes through `OTDD.class_losses`, which overlaps one class's
+   Sinkhorn with the next classes' label distances) and for the step's label distances
+   alone (every class's network-simplex solves through the thread pool, nothing else). Tasks whose data folder is missing are
    skipped with a note.
 """
 from __future__ import annotations
@@ -35,7 +36,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from orca.align.otdd import OTDD, ground_cost, class_distances, squared_distances  # noqa: E402
+from orca.align.otdd import OTDD, Classes, class_distances, ground_cost, squared_distances, start_class_distances  # noqa: E402
 from orca.align.sinkhorn import kernel_dtype, sinkhorn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,7 +144,7 @@ def align_step(task: str, root: Path, source_root: Path, steps: int) -> None:
     otdd = OTDD(xs, ys)  # budget=cpu's options: exact inner, eps 0.1, debiased
     rng = np.random.default_rng(1)
     for per_class in (64, 128):
-        per_call, per_step = [], []
+        per_call, per_step, labels = [], [], []
         for _ in range(steps):
             samples = [pool[rng.permutation(len(pool))[:per_class]].clone() for pool in feats]
             for c, sample in enumerate(samples):  # one class at a time
@@ -156,9 +157,15 @@ def align_step(task: str, root: Path, source_root: Path, steps: int) -> None:
             start = time.perf_counter()
             sum(otdd.class_losses(x, y).values()).backward()
             per_step.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            solving = [start_class_distances(otdd.source_classes, Classes(s, torch.full((len(s),), c)))
+                       for c, s in enumerate(samples)]
+            [wait() for wait in solving]
+            labels.append(time.perf_counter() - start)
         print(f"{task:10} {len(feats):3d} classes x {per_class:3d} points: {1e3 * statistics.median(per_call):6.1f} ms "
               f"a class alone, {statistics.median(per_step):6.3f} s a step (all classes, batched), "
-              f"60 steps ~ {60 * statistics.median(per_step):5.1f} s")
+              f"60 steps ~ {60 * statistics.median(per_step):5.1f} s; the step's label distances alone "
+              f"{statistics.median(labels):6.3f} s")
 
 
 def main():

@@ -289,3 +289,20 @@ def test_a_cost_far_from_zero_shifts_the_value_by_its_offset():
     base = sinkhorn_module.sinkhorn(M, 0.1).value
     shifted = sinkhorn_module.sinkhorn(M + 500.0, 0.1).value
     assert shifted == pytest.approx(base + 500.0, rel=1e-6)
+
+
+def test_the_order_of_the_points_changes_neither_the_value_nor_the_gradients():
+    """The OTDD sorts each dataset by label (so a class's label distances take a block of
+    the distance matrix): shuffled points give the same value, and each point the same
+    gradient."""
+    (xs, ys), (xt, yt) = blobs(seed=0), blobs(n=60, shift=1.0, seed=1)
+    shuffle = lambda n, seed: torch.randperm(n, generator=torch.Generator().manual_seed(seed))  # noqa: E731
+    values, grads = [], []
+    for source, target in ((torch.arange(len(xs)), torch.arange(len(xt))), (shuffle(len(xs), 0), shuffle(len(xt), 1))):
+        x = xt[target].clone().requires_grad_(True)
+        value = OTDD(xs[source], ys[source])(x, yt[target])
+        value.backward()
+        values.append(float(value))
+        grads.append(torch.empty_like(xt).index_copy_(0, target, x.grad))
+    assert values[0] == pytest.approx(values[1], rel=1e-6)
+    torch.testing.assert_close(grads[0], grads[1])

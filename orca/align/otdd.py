@@ -73,9 +73,10 @@ def _one_torch_thread():
 
 def _exact_w2(cost: np.ndarray) -> float:
     """Squared 2-Wasserstein distance between two uniform point clouds, from their (na, nb)
-    squared distances (float64)."""
+    squared distances (a view of any float dtype; the float64 copy is made in the solving
+    thread)."""
     na, nb = cost.shape
-    return float(ot.emd2(ot.unif(na), ot.unif(nb), cost, numItermax=10**6))
+    return float(ot.emd2(ot.unif(na), ot.unif(nb), np.asarray(cost, np.float64, order="C"), numItermax=10**6))
 
 
 def _psd_sqrt(c: torch.Tensor) -> torch.Tensor:
@@ -101,50 +102,78 @@ def bures_wasserstein(m1, c1, m2, c2) -> float:
     return float(bures_matrix(t(m1), t(np.atleast_2d(c1)), t(m2), t(np.atleast_2d(c2)))[0, 0])
 
 
-def _gaussian_fits(x: torch.Tensor, groups: list[np.ndarray], present: list[int]):
-    """Means (C, d) and covariances (C, d, d), n - 1 denominator, of the present classes."""
-    means = torch.stack([x[groups[c]].mean(0) for c in present])
-    covs = torch.stack([torch.atleast_2d(torch.cov(x[groups[c]].T)) for c in present])
-    return means, covs
+def by_class(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (n, d), y (n,) reordered by label (stable): each class a contiguous range. The
+    OTDD does not depend on the order of the points; gradients reach x through the index."""
+    y = torch.as_tensor(y, dtype=torch.long, device=x.device)
+    if bool((y[1:] >= y[:-1]).all()):
+        return x, y
+    order = torch.argsort(y, stable=True)
+    return x[order], y[order]
 
 
-def class_distances(xa, ya, xb, yb, inner: str = "exact", D: torch.Tensor | None = None) -> np.ndarray:
+class Classes:
+    """The classes of a dataset sorted by label (see by_class): labels 0..count-1, the
+    (start, stop) range of each present class, and its Gaussian fit on demand."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        labels = np.asarray(y.cpu())
+        if (np.diff(labels) < 0).any():
+            raise ValueError("Classes needs points sorted by label (orca.align.otdd.by_class)")
+        self.x, self.count = x, int(labels.max()) + 1
+        bounds = np.searchsorted(labels, np.arange(self.count + 1))
+        self.ranges = {c: (int(bounds[c]), int(bounds[c + 1])) for c in range(self.count) if bounds[c + 1] > bounds[c]}
+        self.present = list(self.ranges)
+        self._fits = None
+
+    def size(self, c: int) -> int:
+        start, stop = self.ranges[c]
+        return stop - start
+
+    def gaussian_fits(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Means (C', d) and covariances (C', d, d), n - 1 denominator, of the present
+        classes, float64."""
+        if self._fits is None:
+            x = self.x.detach().cpu().double()
+            points = [x[start:stop] for start, stop in self.ranges.values()]
+            self._fits = (torch.stack([p.mean(0) for p in points]),
+                          torch.stack([torch.atleast_2d(torch.cov(p.T)) for p in points]))
+        return self._fits
+
+
+def class_distances(xa, ya, xb, yb, inner: str = "exact") -> np.ndarray:
     """(Ca, Cb) squared 2-Wasserstein distances between the classes of dataset a and of b.
 
-    xa (na, d), ya (na,) with labels 0..Ca-1 (likewise b). D: the (na, nb) squared
-    distances between xa and xb where the caller has them already (the exact inner method
-    takes its costs from them). float64, no gradient. A label absent from a dataset gives
-    NaN entries (never indexed).
+    xa (na, d), ya (na,) with labels 0..Ca-1 (likewise b). float64, no gradient. A label
+    absent from a dataset gives NaN entries (never indexed).
     """
-    return start_class_distances(xa, ya, xb, yb, inner, D)()
+    symmetric = xa is xb and ya is yb
+    xa, ya = by_class(torch.as_tensor(xa).double(), ya)
+    a = Classes(xa, ya)
+    b = a if symmetric else Classes(*by_class(torch.as_tensor(xb).double(), yb))
+    return start_class_distances(a, b, inner)()
 
 
-def start_class_distances(xa, ya, xb, yb, inner: str = "exact", D: torch.Tensor | None = None
+def start_class_distances(a: Classes, b: Classes, inner: str = "exact", D: torch.Tensor | None = None
                           ) -> Callable[[], np.ndarray]:
     """class_distances, started: the exact inner method's network-simplex solves (one a
-    class pair) go to the thread pool at once, the largest first; the returned function
-    waits for them and gives the matrix."""
+    class pair, its cost a block of D, the (na, nb) squared distances of a's and b's points,
+    computed here if not given) go to the thread pool at once, the largest first; the
+    returned function waits for them and gives the matrix. a is b: a dataset's classes to
+    each other (each pair solved once)."""
     if inner not in INNER_METHODS:
         raise ConfigError(f"unknown OTDD inner method {inner!r}; known: {', '.join(INNER_METHODS)}")
-    symmetric = xa is xb and ya is yb
-    xa, xb = (torch.as_tensor(t).detach().cpu().double() for t in (xa, xb))
-    ya, yb = (np.asarray(torch.as_tensor(t).cpu()) for t in (ya, yb))
-    groups_a = [np.flatnonzero(ya == c) for c in range(int(ya.max()) + 1)]
-    groups_b = [np.flatnonzero(yb == c) for c in range(int(yb.max()) + 1)]
-    present_a = [c for c, g in enumerate(groups_a) if len(g)]
-    present_b = [c for c, g in enumerate(groups_b) if len(g)]
-    W = np.full((len(groups_a), len(groups_b)), np.nan)
+    symmetric = a is b
+    W = np.full((a.count, b.count), np.nan)
     if symmetric:
-        W[present_a, present_a] = 0.0
+        W[a.present, a.present] = 0.0
     if inner == "gaussian":
-        fits_a = _gaussian_fits(xa, groups_a, present_a)
-        fits_b = fits_a if symmetric else _gaussian_fits(xb, groups_b, present_b)
-        W[np.ix_(present_a, present_b)] = bures_matrix(*fits_a, *fits_b).numpy()
+        W[np.ix_(a.present, b.present)] = bures_matrix(*a.gaussian_fits(), *b.gaussian_fits()).numpy()
         return lambda: W
-    D = (squared_distances(xa, xb) if D is None else D.detach().cpu()).double().numpy()
-    pairs = sorted(((i, j) for i in present_a for j in present_b if not symmetric or i < j),
-                   key=lambda p: -len(groups_a[p[0]]) * len(groups_b[p[1]]))
-    solves = [_pool().submit(_exact_w2, D[np.ix_(groups_a[i], groups_b[j])]) for i, j in pairs]
+    D = (squared_distances(a.x.double(), b.x.double()) if D is None else D).detach().cpu().numpy()
+    pairs = sorted(((i, j) for i in a.present for j in b.present if not symmetric or i < j),
+                   key=lambda p: -a.size(p[0]) * b.size(p[1]))
+    solves = [_pool().submit(_exact_w2, D[slice(*a.ranges[i]), slice(*b.ranges[j])]) for i, j in pairs]
 
     def collect() -> np.ndarray:
         for (i, j), solve in zip(pairs, solves):
@@ -157,8 +186,12 @@ def start_class_distances(xa, ya, xb, yb, inner: str = "exact", D: torch.Tensor 
 
 def ground_cost(D: torch.Tensor, W: np.ndarray, ya: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
     """(na, nb) ground cost ||x - x'||^2 / 2 + W(y, y') / 2 from squared distances D (na, nb)
-    and label distances W (Ca, Cb)."""
-    return 0.5 * D + 0.5 * torch.as_tensor(W, dtype=D.dtype)[ya][:, yb]
+    and label distances W (Ca, Cb), in one pass over (na, nb): the label term is the
+    product of W's rows of ya (na, Cb) with the one-hot yb (Cb, nb), one nonzero term a
+    sum, so exact."""
+    W = torch.as_tensor(np.nan_to_num(W), dtype=D.dtype, device=D.device)  # NaN: absent labels, never indexed
+    onehot_b = torch.nn.functional.one_hot(yb, W.shape[1]).to(D.dtype)
+    return torch.addmm(D, W[ya], onehot_b.T, beta=0.5, alpha=0.5)
 
 
 class OTDD:
@@ -170,11 +203,11 @@ class OTDD:
 
     def __init__(self, xs, ys, inner: str = "exact", eps: float = 0.1, debiased: bool = True,
                  max_iter: int = 1000, tol: float = 1e-4):
-        self.xs = torch.as_tensor(xs, dtype=torch.float64)
-        self.ys = torch.as_tensor(ys, dtype=torch.long)
+        self.xs, self.ys = by_class(torch.as_tensor(xs, dtype=torch.float64), ys)
         self.inner, self.eps, self.debiased = inner, eps, debiased
         self.max_iter, self.tol = max_iter, tol
-        self.W_ss = class_distances(self.xs, self.ys, self.xs, self.ys, inner)
+        self.source_classes = Classes(self.xs, self.ys)
+        self.W_ss = start_class_distances(self.source_classes, self.source_classes, inner)()
         self._source_self: float | None = None
         self._source_as: dict[torch.dtype, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -214,13 +247,14 @@ class OTDD:
             return {c: self._solve(problem) for c, problem in started.items()}
 
     def _start(self, xt: torch.Tensor, yt: torch.Tensor) -> _Started:
-        yt = torch.as_tensor(yt, dtype=torch.long, device=xt.device)
+        xt, yt = by_class(xt, yt)
         xs, xs_sq = self.source_as(xt.dtype)
         D_st = squared_distances(xs, xt, xs_sq)
-        problem = _Started(xt, yt, D_st, start_class_distances(self.xs, self.ys, xt, yt, self.inner, D_st))
+        target = Classes(xt, yt)
+        problem = _Started(xt, yt, D_st, start_class_distances(self.source_classes, target, self.inner, D_st))
         if self.debiased:
             problem.D_tt = squared_distances(xt, xt)
-            problem.W_tt = start_class_distances(xt, yt, xt, yt, self.inner, problem.D_tt)
+            problem.W_tt = start_class_distances(target, target, self.inner, problem.D_tt)
         return problem
 
     def _solve(self, p: _Started) -> torch.Tensor:
